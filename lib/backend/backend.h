@@ -211,7 +211,9 @@ typedef struct elle__backend_ops {
     /* Per-sample projection onto the L-inf ball around x0 (nsamples rows of
      * `per_sample` floats): x = x0 + clamp(x - x0, -e_s, e_s), with e_s =
      * eps_per_sample[s] when that pointer is non-NULL, else `eps`; then, if
-     * do_clamp, x = clamp(x, lo, hi). One pass. */
+     * do_clamp, x = clamp(x, lo, hi). One pass. A coordinate already inside
+     * its interval is left bit-identical (computed as min(max(x, x0 - e),
+     * x0 + e), not re-added to x0). */
     int (*project_linf)(elle__backend *be, int64_t nsamples, int64_t per_sample, const float *x0,
                         float eps, const float *eps_per_sample, int do_clamp, float lo, float hi,
                         float *x);
@@ -219,7 +221,8 @@ typedef struct elle__backend_ops {
      * counter block = counter + i/4, lane i%4; lib/core/rng.h). The same
      * (seed, counter) gives the same numbers on every backend and for any
      * number of threads. The caller advances its counter by
-     * elle__rng_blocks(n). */
+     * elle__rng_blocks(n). Values lie in [lo, hi]: float rounding of
+     * lo + (hi - lo) * u can reach hi although u < 1. */
     int (*uniform)(elle__backend *be, int64_t n, uint64_t seed, uint64_t counter, float lo,
                    float hi, float *out);
 } elle__backend_ops;

@@ -1,0 +1,384 @@
+/* Network graph: build, plan, forward and backward sweeps (see net.h). */
+#include "nn/net.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+static size_t align64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+static int grow(void **arr, int64_t *cap, int64_t need, size_t elem)
+{
+    if (need <= *cap)
+        return ELLE_OK;
+    int64_t ncap = *cap ? *cap * 2 : 16;
+    while (ncap < need)
+        ncap *= 2;
+    void *p = realloc(*arr, (size_t)ncap * elem);
+    if (!p)
+        ELLE_FAIL(ELLE_ENOMEM, "net: out of memory growing a table to %lld entries",
+                  (long long)ncap);
+    memset((char *)p + (size_t)*cap * elem, 0, (size_t)(ncap - *cap) * elem);
+    *arr = p;
+    *cap = ncap;
+    return ELLE_OK;
+}
+
+int elle__net_init(elle__net *net, elle__backend *be, int64_t c, int64_t h, int64_t w)
+{
+    memset(net, 0, sizeof *net);
+    net->be = be;
+    net->training = 1;
+    int64_t cap = 0;
+    ELLE_TRY(grow((void **)&net->values, &cap, 64, sizeof(elle__value)));
+    net->cap_values = (int)cap;
+    net->n_values = 1;
+    net->values[0].c = c;
+    net->values[0].h = h;
+    net->values[0].w = w;
+    net->values[0].layout = ELLE__LAYOUT_PLAIN;
+    return ELLE_OK;
+}
+
+void elle__net_release(elle__net *net)
+{
+    if (!net->be)
+        return;
+    elle__arena_release(&net->params);
+    elle__arena_release(&net->grads);
+    elle__arena_release(&net->buffers);
+    elle__arena_release(&net->acts);
+    free(net->values);
+    free(net->layers);
+    free(net->states);
+    memset(net, 0, sizeof *net);
+}
+
+int elle__net_add_state(elle__net *net, const char *name, int kind, int ndim,
+                        const int64_t *dims, int init, float init_scale, int *out)
+{
+    ELLE_TRY(grow((void **)&net->states, &net->cap_states, net->n_states + 1,
+                  sizeof(elle__state)));
+    elle__state *s = &net->states[net->n_states];
+    memset(s, 0, sizeof *s);
+    if (strlen(name) >= sizeof s->name)
+        ELLE_FAIL(ELLE_EINVAL, "net: state name '%s' too long", name);
+    strcpy(s->name, name);
+    s->kind = kind;
+    s->ndim = ndim;
+    s->numel = 1;
+    for (int i = 0; i < 4; i++) {
+        s->dims[i] = i < ndim ? dims[i] : 1;
+        s->numel *= s->dims[i];
+    }
+    s->init = init;
+    s->init_scale = init_scale;
+    size_t bytes = align64((size_t)s->numel * sizeof(float));
+    if (kind == ELLE__STATE_PARAM) {
+        s->offset = net->param_bytes;
+        net->param_bytes += bytes;
+        net->num_params += s->numel;
+    } else if (kind == ELLE__STATE_BUFFER) {
+        s->offset = net->buffer_bytes;
+        net->buffer_bytes += bytes;
+    }
+    *out = (int)net->n_states++;
+    return ELLE_OK;
+}
+
+/* Append a value with per-sample shape (c, h, w); returns its index. */
+static int add_value(elle__net *net, int64_t c, int64_t h, int64_t w, int layout, int *out)
+{
+    int64_t cap = net->cap_values;
+    ELLE_TRY(grow((void **)&net->values, &cap, net->n_values + 1, sizeof(elle__value)));
+    net->cap_values = (int)cap;
+    elle__value *v = &net->values[net->n_values];
+    v->c = c;
+    v->h = h;
+    v->w = w;
+    v->layout = layout;
+    *out = net->n_values++;
+    return ELLE_OK;
+}
+
+/* Append a layer (copied from proto), run its shape inference, create its output value. */
+int elle__net_append(elle__net *net, const elle__layer *proto, int *out)
+{
+    if (net->params.base)
+        ELLE_FAIL(ELLE_ESTATE, "net: layer '%s' added after finalize", proto->name);
+    for (int i = 0; i < 2; i++)
+        if (proto->in[i] >= net->n_values || (i == 0 && proto->in[i] < 0))
+            ELLE_FAIL(ELLE_EINVAL, "net: layer '%s' reads value %d of %d", proto->ops->kind,
+                      proto->in[i], net->n_values);
+    int64_t cap = net->cap_layers;
+    ELLE_TRY(grow((void **)&net->layers, &cap, net->n_layers + 1, sizeof(elle__layer)));
+    net->cap_layers = (int)cap;
+    elle__layer *l = &net->layers[net->n_layers];
+    *l = *proto;
+    int v;
+    ELLE_TRY(add_value(net, 0, 0, 0, ELLE__LAYOUT_PLAIN, &v));
+    l->out = v;
+    int rc = l->ops->infer(net, l);
+    if (rc < 0) {
+        net->n_values--;
+        elle__error_prefix("layer '%s' (%s)", l->name[0] ? l->name : l->ops->kind, l->ops->kind);
+        return rc;
+    }
+    net->n_layers++;
+    *out = v;
+    return ELLE_OK;
+}
+
+static void init_values(elle__state *s, uint64_t seed, uint64_t stream, float *host)
+{
+    switch (s->init) {
+    case ELLE__INIT_ONES:
+        for (int64_t i = 0; i < s->numel; i++)
+            host[i] = 1.0f;
+        break;
+    case ELLE__INIT_UNIFORM:
+        elle__rng_uniform_range(seed, stream << 40, 0, s->numel, -s->init_scale, s->init_scale,
+                                host);
+        break;
+    case ELLE__INIT_NORMAL:
+        elle__rng_normal(seed, stream << 40, s->numel, 0.0f, s->init_scale, host);
+        break;
+    default:
+        memset(host, 0, (size_t)s->numel * sizeof(float));
+    }
+}
+
+int elle__net_finalize(elle__net *net, uint64_t seed)
+{
+    elle__backend *be = net->be;
+    int rc = ELLE_OK;
+    float *host = NULL;
+    size_t const_bytes = 0;
+
+    for (int i = 0; i < net->n_layers; i++)
+        if (net->layers[i].ops->kind[0] == 'n' && strcmp(net->layers[i].ops->kind, "normalize") == 0)
+            const_bytes += align64(4 * (size_t)net->layers[i].d.norm.c * sizeof(float));
+
+    elle__arena_measure(&net->params, be);
+    elle__arena_measure(&net->grads, be);
+    elle__arena_measure(&net->buffers, be);
+    net->params.used = net->param_bytes;
+    net->grads.used = net->param_bytes;
+    net->buffers.used = net->buffer_bytes + const_bytes;
+    ELLE_TRY_GOTO(rc, elle__arena_commit(&net->params));
+    ELLE_TRY_GOTO(rc, elle__arena_commit(&net->grads));
+    ELLE_TRY_GOTO(rc, elle__arena_commit(&net->buffers));
+
+    int64_t max_numel = 1;
+    for (int64_t i = 0; i < net->n_states; i++)
+        if (net->states[i].numel > max_numel)
+            max_numel = net->states[i].numel;
+    host = malloc((size_t)max_numel * sizeof(float));
+    if (!host) {
+        rc = elle__error_set(ELLE_ENOMEM, "net: out of memory initialising parameters");
+        goto cleanup;
+    }
+    for (int64_t i = 0; i < net->n_states; i++) {
+        elle__state *s = &net->states[i];
+        if (s->kind == ELLE__STATE_COUNTER)
+            continue;
+        char *base = s->kind == ELLE__STATE_PARAM ? net->params.base : net->buffers.base;
+        s->data = (float *)(base + s->offset);
+        if (s->kind == ELLE__STATE_PARAM)
+            s->grad = (float *)(net->grads.base + s->offset);
+        init_values(s, seed, (uint64_t)i + 1, host);
+        ELLE_TRY_GOTO(rc, be->ops->copy_to_device(be, s->data, host,
+                                                  (size_t)s->numel * sizeof(float)));
+    }
+
+    /* constants of normalisation layers: gamma = 1, beta = 0, mean, var = std^2 */
+    char *cbase = net->buffers.base + net->buffer_bytes;
+    for (int i = 0; i < net->n_layers; i++) {
+        elle__layer *l = &net->layers[i];
+        if (strcmp(l->ops->kind, "normalize") != 0)
+            continue;
+        int64_t c = l->d.norm.c;
+        float k[64];
+        for (int64_t j = 0; j < c; j++) {
+            k[j] = 1.0f;
+            k[c + j] = 0.0f;
+            k[2 * c + j] = l->d.norm.mean[j];
+            k[3 * c + j] = l->d.norm.std[j] * l->d.norm.std[j];
+        }
+        l->consts = (float *)cbase;
+        ELLE_TRY_GOTO(rc, be->ops->copy_to_device(be, cbase, k, 4 * (size_t)c * sizeof(float)));
+        cbase += align64(4 * (size_t)c * sizeof(float));
+    }
+
+cleanup:
+    free(host);
+    if (rc < 0) {
+        elle__arena_release(&net->params);
+        elle__arena_release(&net->grads);
+        elle__arena_release(&net->buffers);
+    }
+    return rc;
+}
+
+static elle__tensor value_tensor(elle__net *net, int v, float *data, int64_t n)
+{
+    const elle__value *x = &net->values[v];
+    return elle__tensor_make(data, n, x->c, x->h, x->w, x->layout);
+}
+
+elle__tensor elle__net_act(elle__net *net, int value, int64_t n)
+{
+    return value_tensor(net, value, net->values[value].act, n);
+}
+
+elle__tensor elle__net_grad(elle__net *net, int value, int64_t n)
+{
+    return value_tensor(net, value, net->values[value].grad, n);
+}
+
+elle__tensor elle__net_input(elle__net *net, int64_t n)
+{
+    return elle__net_act(net, 0, n);
+}
+
+elle__tensor elle__net_logits(elle__net *net, int64_t n)
+{
+    return elle__net_act(net, net->n_values - 1, n);
+}
+
+int64_t elle__net_num_classes(const elle__net *net)
+{
+    return net->values[net->n_values - 1].c;
+}
+
+/* One planning sweep over the activation arena (measure or take). */
+static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
+{
+    elle__backend *be = net->be;
+    size_t max_bytes = 0;
+    for (int v = 0; v < net->n_values; v++) {
+        elle__tensor t = value_tensor(net, v, NULL, max_n);
+        size_t bytes = be->ops->tensor_bytes(be, &t);
+        if (bytes > max_bytes)
+            max_bytes = bytes;
+        void *p;
+        ELLE_TRY(elle__arena_take(a, bytes, &p));
+        net->values[v].act = p;
+        ELLE_TRY(elle__arena_take(a, bytes, &p));
+        net->values[v].grad = p;
+    }
+    for (int i = 0; i < 2; i++) {
+        void *p;
+        ELLE_TRY(elle__arena_take(a, max_bytes, &p));
+        net->scratch_grad[i] = p;
+    }
+    void *p;
+    ELLE_TRY(elle__arena_take(a, (size_t)max_n * sizeof(float), &p));
+    net->loss = p;
+    ELLE_TRY(elle__arena_take(a, (size_t)max_n * sizeof(float), &p));
+    net->coef = p;
+    ELLE_TRY(elle__arena_take(a, (size_t)max_n * sizeof(int32_t), &p));
+    net->labels = p;
+    for (int i = 0; i < net->n_layers; i++) {
+        elle__layer *l = &net->layers[i];
+        if (l->ops->plan)
+            ELLE_TRY(l->ops->plan(net, l, a, max_n));
+    }
+    return ELLE_OK;
+}
+
+int elle__net_reserve(elle__net *net, int64_t max_batch)
+{
+    if (max_batch < 1)
+        ELLE_FAIL(ELLE_EINVAL, "net reserve: max_batch must be >= 1, got %lld",
+                  (long long)max_batch);
+    elle__arena_release(&net->acts);
+    net->max_batch = 0;
+    elle__arena_measure(&net->acts, net->be);
+    ELLE_TRY(plan_all(net, &net->acts, max_batch));
+    ELLE_TRY(elle__arena_commit(&net->acts));
+    int rc = plan_all(net, &net->acts, max_batch);
+    if (rc < 0) {
+        elle__arena_release(&net->acts);
+        return rc;
+    }
+    net->max_batch = max_batch;
+    return ELLE_OK;
+}
+
+int elle__net_forward(elle__net *net, int64_t n)
+{
+    for (int i = 0; i < net->n_layers; i++) {
+        elle__layer *l = &net->layers[i];
+        int rc = l->ops->forward(net, l, n);
+        if (rc < 0) {
+            elle__error_prefix("forward of layer '%s' (%s)", l->name[0] ? l->name : l->ops->kind,
+                               l->ops->kind);
+            return rc;
+        }
+    }
+    return ELLE_OK;
+}
+
+int elle__net_loss(elle__net *net, int64_t n)
+{
+    elle__tensor z = elle__net_logits(net, n);
+    return net->be->ops->xent_fwd(net->be, &z, net->labels, net->loss);
+}
+
+int elle__net_backward(elle__net *net, int64_t n, int param_grads, int input_grad)
+{
+    elle__backend *be = net->be;
+    for (int v = 0; v < net->n_values; v++)
+        net->values[v].grad_written = 0;
+
+    int last = net->n_values - 1;
+    elle__tensor z = elle__net_logits(net, n);
+    elle__tensor dz = elle__net_grad(net, last, n);
+    ELLE_TRY(be->ops->xent_bwd(be, &z, net->labels, net->coef, &dz));
+    net->values[last].grad_written = 1;
+
+    for (int i = net->n_layers - 1; i >= 0; i--) {
+        elle__layer *l = &net->layers[i];
+        if (!net->values[l->out].grad_written)
+            continue; /* output feeds nothing that reaches the loss */
+        elle__tensor targets[2];
+        elle__tensor *dx[2] = {NULL, NULL};
+        int via_scratch[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            int v = l->in[k];
+            if (v < 0 || (v == 0 && !input_grad))
+                continue;
+            if (net->values[v].grad_written) {
+                targets[k] = value_tensor(net, v, net->scratch_grad[k], n);
+                via_scratch[k] = 1;
+            } else {
+                targets[k] = elle__net_grad(net, v, n);
+            }
+            dx[k] = &targets[k];
+        }
+        int rc = l->ops->backward(net, l, n, dx, param_grads);
+        if (rc < 0) {
+            elle__error_prefix("backward of layer '%s' (%s)", l->name[0] ? l->name : l->ops->kind,
+                               l->ops->kind);
+            return rc;
+        }
+        for (int k = 0; k < 2; k++) {
+            if (!dx[k])
+                continue;
+            int v = l->in[k];
+            if (via_scratch[k]) {
+                elle__tensor g = elle__net_grad(net, v, n);
+                ELLE_TRY(be->ops->add(be, &g, dx[k], &g));
+            }
+            net->values[v].grad_written = 1;
+        }
+    }
+    return ELLE_OK;
+}

@@ -1,0 +1,211 @@
+/*
+ * The network: a fixed DAG of layers over numbered values (activations),
+ * run by explicit forward and backward sweeps, in the spirit of llm.c's
+ * gpt2_forward / gpt2_backward rather than an autodiff graph.
+ *
+ *   value 0        the input image batch (n, C, H, W), plain layout
+ *   layer i        reads values in[0] (and in[1] for add), writes value out
+ *   last value     the logits (n, K), plain
+ *
+ * Layers are appended in execution order; the backward sweep walks them in
+ * reverse. A value read by several layers (a residual input) receives the sum
+ * of their gradients: the first contribution is written straight into the
+ * value's gradient, later ones go through a scratch buffer and an add (see
+ * net.c: grad_target / grad_commit).
+ *
+ * Memory (llm.c / ggml gallocr): parameters and their gradients live in two
+ * arenas of identical layout, allocated when the net is built; activations,
+ * activation gradients, per-layer saved statistics and workspaces come from
+ * one arena planned by elle__net_reserve(max_batch). No buffer is allocated
+ * after that for batches up to max_batch.
+ */
+#ifndef ELLE_NN_NET_H
+#define ELLE_NN_NET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+#include "core/arena.h"
+#include "core/tensor.h"
+
+typedef struct elle__net elle__net;
+typedef struct elle__layer elle__layer;
+
+#define ELLE__NAME_MAX 96
+
+/* ---- state entries (PyTorch state_dict) ------------------------------------ */
+
+enum { ELLE__STATE_PARAM = 0, ELLE__STATE_BUFFER = 1, ELLE__STATE_COUNTER = 2 };
+
+/* How a parameter or buffer starts (PyTorch defaults unless a model says otherwise). */
+enum {
+    ELLE__INIT_ZEROS = 0,
+    ELLE__INIT_ONES = 1,
+    ELLE__INIT_UNIFORM = 2, /* U(-a, a) with a = init_scale (kaiming_uniform(a=sqrt 5) = 1/sqrt(fan_in)) */
+    ELLE__INIT_NORMAL = 3   /* N(0, init_scale^2) */
+};
+
+typedef struct elle__state {
+    char name[ELLE__NAME_MAX];
+    int kind;
+    int ndim;
+    int64_t dims[4];
+    int64_t numel;
+    int init;
+    float init_scale;
+    size_t offset;  /* bytes into the param arena (PARAM) or the buffer arena (BUFFER) */
+    float *data;    /* backend memory; NULL for counters */
+    float *grad;    /* backend memory, same offset in the grad arena; PARAM only */
+    int64_t counter; /* COUNTER value (host) */
+} elle__state;
+
+/* ---- values ------------------------------------------------------------------ */
+
+typedef struct elle__value {
+    int64_t c, h, w; /* per-sample shape */
+    int layout;      /* backend layout tag */
+    float *act;      /* arena, sized for max_batch */
+    float *grad;     /* arena, same size; NULL when no gradient flows here */
+    int grad_written; /* backward bookkeeping: 1 once a gradient was written this sweep */
+    int needs_grad;   /* 1 when a gradient must flow into this value */
+} elle__value;
+
+/* ---- layers -------------------------------------------------------------------- */
+
+typedef struct elle__layer_ops {
+    const char *kind;
+    /* Shape inference at build time: check the input values, set the output
+     * value's (c, h, w) and layout. */
+    int (*infer)(elle__net *net, elle__layer *l);
+    /* Take this layer's per-batch buffers (saved statistics, workspaces) for
+     * batches up to max_n from the arena (measured, then committed). */
+    int (*plan)(elle__net *net, elle__layer *l, elle__arena *arena, int64_t max_n);
+    /* Compute the output value from the inputs for a batch of n. */
+    int (*forward)(elle__net *net, elle__layer *l, int64_t n);
+    /* Given the gradient of the output, write the gradients of the inputs into
+     * dx[i] (NULL: not needed) and, when param_grads, accumulate parameter
+     * gradients. */
+    int (*backward)(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dx[2],
+                    int param_grads);
+    /* DESIGN §4 tangent passes (forward-mode through forward and backward),
+     * filled in by the second-order work. NULL here: the net reports
+     * ELLE_EUNSUPPORTED for tangent requests while any layer lacks them. */
+    int (*tangent_forward)(elle__net *net, elle__layer *l, int64_t n);
+    int (*tangent_backward)(elle__net *net, elle__layer *l, int64_t n, int param_grads);
+} elle__layer_ops;
+
+struct elle__layer {
+    const elle__layer_ops *ops;
+    char name[ELLE__NAME_MAX]; /* PyTorch module path, e.g. "layer1.0.conv1" */
+    int in[2];                 /* value indices; in[1] = -1 for unary layers */
+    int out;                   /* value index */
+    int state[4];              /* entries: weight, bias / gamma, beta, running_mean, running_var */
+    int counter;               /* num_batches_tracked entry (batch norm), -1 otherwise */
+    union {
+        elle__conv_desc conv;
+        elle__bn_desc bn;
+        elle__pool_desc pool;
+        struct {
+            int64_t out_features;
+            int has_bias;
+        } linear;
+        struct {
+            int64_t c;
+            float mean[16];
+            float std[16];
+        } norm;
+    } d;
+    /* planned per-layer buffers */
+    float *save_mean, *save_var; /* batch norm (c floats each) */
+    void *ws;                    /* backend workspace (bn fused relu, max pool) */
+    float *consts;               /* layer constants in backend memory (normalisation) */
+};
+
+/* ---- the net -------------------------------------------------------------------- */
+
+struct elle__net {
+    elle__backend *be;
+    int training;
+
+    elle__value *values;
+    int n_values, cap_values;
+    elle__layer *layers;
+    int n_layers, cap_layers;
+    elle__state *states;
+    int64_t n_states, cap_states;
+
+    elle__arena params;  /* parameters (+ constants) */
+    elle__arena grads;   /* parameter gradients, same layout as params */
+    elle__arena buffers; /* running statistics */
+    size_t param_bytes, buffer_bytes;
+    int64_t num_params;
+
+    elle__arena acts;    /* activations, gradients, layer buffers, scratch */
+    int64_t max_batch;   /* 0 until reserved */
+    float *scratch_grad[2]; /* for accumulating a second gradient into a value */
+    float *loss;    /* (max_batch) per-sample losses */
+    float *coef;    /* (max_batch) d objective / d loss_i */
+    int32_t *labels; /* (max_batch) */
+};
+
+/* Build-time API (models/ *.c) ---------------------------------------------------- */
+
+/* Initialise an empty net whose input is (c, h, w); value 0 is the input. */
+int elle__net_init(elle__net *net, elle__backend *be, int64_t c, int64_t h, int64_t w);
+void elle__net_release(elle__net *net);
+
+/* Register a state entry; returns its index in *out. Dims as in PyTorch. */
+int elle__net_add_state(elle__net *net, const char *name, int kind, int ndim,
+                        const int64_t *dims, int init, float init_scale, int *out);
+
+/* Layer constructors: each appends a layer reading value `x` and returns the
+ * output value index in *out. `name` is the PyTorch module path (state
+ * entries are "<name>.weight", ...). */
+int elle__net_conv2d(elle__net *net, const char *name, int x, int64_t oc, int64_t k,
+                     int64_t stride, int64_t pad, int bias, int *out);
+int elle__net_batchnorm(elle__net *net, const char *name, int x, int fuse_relu, float eps,
+                        float momentum, int *out);
+int elle__net_relu(elle__net *net, int x, int *out);
+int elle__net_add(elle__net *net, int a, int b, int *out);
+int elle__net_maxpool(elle__net *net, int x, int64_t k, int64_t stride, int64_t pad, int *out);
+int elle__net_avgpool(elle__net *net, int x, int64_t k, int64_t stride, int64_t pad, int *out);
+int elle__net_global_avgpool(elle__net *net, int x, int *out);
+int elle__net_linear(elle__net *net, const char *name, int x, int64_t out_features, int bias,
+                     int *out);
+int elle__net_normalize(elle__net *net, int x, const float *mean, const float *std, int *out);
+
+/* Append a layer copied from `proto` (ops, name, in[], descriptors, state
+ * ids), run its shape inference and create its output value (*out). Used by
+ * the layer constructors. */
+int elle__net_append(elle__net *net, const elle__layer *proto, int *out);
+
+/* Allocate parameters and buffers and initialise them from `seed` (each entry
+ * draws from its own Philox stream, so adding an entry does not shift the
+ * others). Call once after the last layer. */
+int elle__net_finalize(elle__net *net, uint64_t seed);
+
+/* Run-time API (model.c) -------------------------------------------------------- */
+
+/* Plan and allocate activations for batches up to max_batch. */
+int elle__net_reserve(elle__net *net, int64_t max_batch);
+
+/* Input value tensor for a batch of n (plain); fill its data before forward. */
+elle__tensor elle__net_input(elle__net *net, int64_t n);
+/* Logits tensor (n, K) after forward. */
+elle__tensor elle__net_logits(elle__net *net, int64_t n);
+int64_t elle__net_num_classes(const elle__net *net);
+
+int elle__net_forward(elle__net *net, int64_t n);
+/* Per-sample cross-entropy of the logits against net->labels into net->loss. */
+int elle__net_loss(elle__net *net, int64_t n);
+/* Backward from d objective / d logits = coef_i * (softmax - onehot): net->coef
+ * and net->labels must be set. Accumulates parameter gradients if
+ * param_grads; leaves the input gradient in values[0].grad if input_grad. */
+int elle__net_backward(elle__net *net, int64_t n, int param_grads, int input_grad);
+
+/* Helpers for layer implementations. */
+elle__tensor elle__net_act(elle__net *net, int value, int64_t n);
+elle__tensor elle__net_grad(elle__net *net, int value, int64_t n);
+
+#endif /* ELLE_NN_NET_H */
