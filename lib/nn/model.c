@@ -4,6 +4,7 @@
  * the reserved input buffers, logits / losses / input gradients copied out.
  */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -307,7 +308,7 @@ int elle_model_save(const elle_model *model, const char *path)
     for (int64_t i = 0; i < net->n_states; i++)
         total += (size_t)net->states[i].numel * sizeof(float);
     float *host = malloc(total ? total : 1);
-    elle__st_tensor *ts = calloc((size_t)net->n_states, sizeof *ts);
+    elle__st_tensor *ts = calloc((size_t)net->n_states + 1, sizeof *ts);
     if (!host || !ts) {
         rc = elle__error_set(ELLE_ENOMEM, "elle_model_save: out of memory");
         goto cleanup;

@@ -244,6 +244,26 @@ def main():
             got = torch.from_numpy(np.fromfile(zt, dtype=np.float32).reshape(want.shape))
             ok &= close(got, want, "libelle->torch train logits")
 
+            # gradients in training mode: input gradient and every parameter's
+            model.zero_grad()
+            xg = x.clone().requires_grad_(True)
+            labels = torch.arange(n) % want.shape[1]
+            F.cross_entropy(model(xg), labels).backward()
+            got = torch.from_numpy(np.fromfile(zt + ".dx", dtype=np.float32).reshape(x.shape))
+            ok &= close(got, xg.grad, "libelle->torch input gradient", tol=1e-3)
+            flat = np.fromfile(zt + ".grads", dtype=np.float32)
+            off, worst, worst_name = 0, 0.0, ""
+            for pname, p in model.named_parameters():
+                g = torch.from_numpy(flat[off:off + p.numel()].reshape(p.shape))
+                off += p.numel()
+                err = ((g - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-6)).item()
+                if err > worst:
+                    worst, worst_name = err, pname
+            good = off == flat.size and worst < 1e-3
+            print(f"  libelle->torch parameter gradients: worst relative error {worst:.3g} "
+                  f"({worst_name}) {'ok' if good else 'FAIL'}")
+            ok &= good
+
             # PyTorch -> libelle (running statistics moved by a few train forwards)
             model = ctor()
             model.train()

@@ -4,11 +4,15 @@
  *
  *   xcheck_tool export ARCH PARAMS SEED OUT.safetensors IN.bin N LOGITS_EVAL.bin LOGITS_TRAIN.bin
  *       create ARCH (PARAMS: "name=value,..." or "-") with SEED, save its state,
- *       write eval-mode logits, then train-mode logits (one batch-statistics forward)
+ *       write eval-mode logits, then train-mode logits (one batch-statistics
+ *       forward), then, in training mode with labels i % classes, the input
+ *       gradient of the mean cross-entropy to LOGITS_TRAIN.bin.dx and every
+ *       parameter gradient, concatenated in state order, to LOGITS_TRAIN.bin.grads
  *   xcheck_tool import ARCH PARAMS IN.safetensors IN.bin N LOGITS_EVAL.bin LOGITS_TRAIN.bin
  *       load the state written by PyTorch, same outputs
  *
- * Links only the public API.
+ * Backend: cpu, or the one named by the environment variable
+ * ELLE_XCHECK_BACKEND. Links only the public API.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,7 +70,11 @@ int main(int argc, char **argv)
     elle_context *ctx;
     elle_model_config *cfg;
     elle_model *m;
-    if (elle_context_create(&ctx, ELLE_BACKEND_CPU, 0))
+    elle_backend kind = ELLE_BACKEND_CPU; /* ELLE_XCHECK_BACKEND=reference to check the other */
+    const char *bk = getenv("ELLE_XCHECK_BACKEND");
+    if (bk && elle_backend_from_name(bk, &kind))
+        return die("ELLE_XCHECK_BACKEND");
+    if (elle_context_create(&ctx, kind, 0))
         return die("context");
     if (elle_model_config_create(&cfg, arch) || apply_params(cfg, params))
         return die("config");
@@ -100,6 +108,36 @@ int main(int argc, char **argv)
         return die("train forward");
     if (write_file(train_path, z, (size_t)(n * k) * sizeof *z))
         return 1;
+    if (export) {
+        int32_t *y = malloc((size_t)n * sizeof *y);
+        float *dx = malloc(count * sizeof *dx);
+        for (long i = 0; i < n; i++)
+            y[i] = (int32_t)(i % k);
+        if (elle_model_zero_grad(m) || elle_model_backward(m, x, y, n, NULL, dx))
+            return die("backward");
+        char path[4096];
+        snprintf(path, sizeof path, "%s.dx", train_path);
+        if (write_file(path, dx, count * sizeof *dx))
+            return 1;
+        snprintf(path, sizeof path, "%s.grads", train_path);
+        FILE *g = fopen(path, "wb");
+        for (int64_t i = 0; g && i < elle_model_state_count(m); i++) {
+            elle_state_kind kind;
+            int64_t d[4];
+            elle_model_state_info(m, i, NULL, &kind, NULL, d);
+            if (kind != ELLE_STATE_PARAMETER)
+                continue;
+            size_t numel = (size_t)(d[0] * d[1] * d[2] * d[3]);
+            float *buf = malloc(numel * sizeof *buf);
+            if (elle_model_grad_get(m, i, buf) || fwrite(buf, sizeof *buf, numel, g) != numel)
+                return die("grads");
+            free(buf);
+        }
+        if (!g || fclose(g))
+            return 1;
+        free(y);
+        free(dx);
+    }
     free(x);
     free(z);
     elle_model_free(m);
