@@ -122,10 +122,10 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s.grads", train_path);
         FILE *g = fopen(path, "wb");
         for (int64_t i = 0; g && i < elle_model_state_count(m); i++) {
-            elle_state_kind kind;
+            elle_state_kind sk;
             int64_t d[4];
-            elle_model_state_info(m, i, NULL, &kind, NULL, d);
-            if (kind != ELLE_STATE_PARAMETER)
+            elle_model_state_info(m, i, NULL, &sk, NULL, d);
+            if (sk != ELLE_STATE_PARAMETER)
                 continue;
             size_t numel = (size_t)(d[0] * d[1] * d[2] * d[3]);
             float *buf = malloc(numel * sizeof *buf);
