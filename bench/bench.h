@@ -19,8 +19,9 @@ int bench_fma_best_isa(void);
 
 /*
  * Measure the FMA throughput of `threads` OpenMP threads running independent
- * FMA chains in `isa` simultaneously for about `seconds`. Returns 0, or -1
- * when the ISA is not available (out->gflops is then 0).
+ * FMA chains in `isa` simultaneously for about `seconds` (best of three
+ * runs). Returns 0, or -1 when the ISA is not available (out->gflops is
+ * then 0).
  */
 int bench_fma_peak(int isa, int threads, double seconds, bench_peak *out);
 
