@@ -25,5 +25,6 @@
 #include "elle/error.h"
 #include "elle/context.h"
 #include "elle/model.h"
+#include "elle/dataset.h"
 
 #endif /* ELLE_H */
