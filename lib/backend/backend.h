@@ -225,6 +225,15 @@ typedef struct elle__backend_ops {
      * lo + (hi - lo) * u can reach hi although u < 1. */
     int (*uniform)(elle__backend *be, int64_t n, uint64_t seed, uint64_t counter, float lo,
                    float hi, float *out);
+
+    /* ---- optimisers (appended: members are only ever added at the end) --- */
+
+    /* SGD step on flat arrays, PyTorch semantics (dampening 0): g = grad + wd*p;
+     * buf = momentum*buf + g (buf starts at zero, so the first step gives buf = g);
+     * p -= lr * (nesterov ? g + momentum*buf : buf). One pass. (optional: NULL
+     * makes lib/train compose it from scale and axpy, equal up to rounding) */
+    int (*sgd_update)(elle__backend *be, int64_t n, float lr, float momentum, float wd,
+                      int nesterov, float *p, const float *grad, float *buf);
 } elle__backend_ops;
 
 struct elle__backend {

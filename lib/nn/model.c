@@ -11,6 +11,7 @@
 #include "core/context.h"
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "nn/model_internal.h"
 #include "nn/models/models.h"
 
 struct elle_model {
@@ -445,4 +446,80 @@ cleanup:
     if (rc < 0)
         elle__error_prefix("elle_model_load(%s)", path);
     return rc;
+}
+
+/* ---- internal, device-resident entry points (nn/model_internal.h) --------------- */
+
+elle__net *elle__model_net(elle_model *m)
+{
+    return &m->net;
+}
+
+elle__backend *elle__model_backend(elle_model *m)
+{
+    return m->net.be;
+}
+
+int64_t elle__model_max_batch(const elle_model *m)
+{
+    return m->net.max_batch;
+}
+
+int64_t elle__model_image_numel(const elle_model *m)
+{
+    return m->in_c * m->in_h * m->in_w;
+}
+
+static int check_dev_batch(const elle_model *m, int64_t n, const char *fn)
+{
+    if (m->net.max_batch == 0)
+        ELLE_FAIL(ELLE_ESTATE, "%s: call elle_model_reserve first", fn);
+    if (n < 1 || n > m->net.max_batch)
+        ELLE_FAIL(ELLE_ESHAPE, "%s: batch of %lld outside [1, %lld]", fn, (long long)n,
+                  (long long)m->net.max_batch);
+    return ELLE_OK;
+}
+
+int elle__model_forward_dev(elle_model *m, const float *x, const int32_t *y, int64_t n,
+                            float *loss)
+{
+    elle__net *net = &m->net;
+    elle__backend *be = net->be;
+    ELLE_TRY(check_dev_batch(m, n, "model forward"));
+    elle__tensor in = elle__net_input(net, n);
+    if (in.data != x)
+        ELLE_TRY(be->ops->copy(be, in.data, x,
+                               (size_t)elle__tensor_numel(&in) * sizeof(float)));
+    if (y && y != net->labels)
+        ELLE_TRY(be->ops->copy(be, net->labels, y, (size_t)n * sizeof(int32_t)));
+    ELLE_TRY(elle__net_forward(net, n));
+    if (loss) {
+        if (!y)
+            ELLE_FAIL(ELLE_EINVAL, "model forward: a loss needs labels");
+        ELLE_TRY(elle__net_loss(net, n));
+        if (loss != net->loss)
+            ELLE_TRY(be->ops->copy(be, loss, net->loss, (size_t)n * sizeof(float)));
+    }
+    return ELLE_OK;
+}
+
+const float *elle__model_logits_dev(elle_model *m)
+{
+    return elle__net_logits(&m->net, 1).data;
+}
+
+int elle__model_backward_dev(elle_model *m, int64_t n, const float *coef, int param_grads,
+                             float *dx)
+{
+    elle__net *net = &m->net;
+    elle__backend *be = net->be;
+    ELLE_TRY(check_dev_batch(m, n, "model backward"));
+    if (coef != net->coef)
+        ELLE_TRY(be->ops->copy(be, net->coef, coef, (size_t)n * sizeof(float)));
+    ELLE_TRY(elle__net_backward(net, n, param_grads, dx != NULL));
+    if (dx) {
+        elle__tensor g = elle__net_grad(net, 0, n);
+        ELLE_TRY(be->ops->copy(be, dx, g.data, (size_t)elle__tensor_numel(&g) * sizeof(float)));
+    }
+    return ELLE_OK;
 }

@@ -725,6 +725,31 @@ static void test_xent(void **state)
 
 /* ---- flat ops -------------------------------------------------------------- */
 
+/* The fused SGD step equals the reference's over several steps (momentum,
+ * weight decay, nesterov), and NULL arguments are refused. */
+static void test_sgd_update(void **state)
+{
+    (void)state;
+    const int64_t n = 100003;
+    for (int nesterov = 0; nesterov <= 1; nesterov++) {
+        float *p0 = random_floats((size_t)n, -1, 1);
+        float *rp = copy_of(p0, (size_t)n), *cp = copy_of(p0, (size_t)n);
+        float *rb = floats((size_t)n), *cb = floats((size_t)n);
+        memset(rb, 0, (size_t)n * sizeof *rb);
+        memset(cb, 0, (size_t)n * sizeof *cb);
+        for (int step = 0; step < 3; step++) {
+            float *g = random_floats((size_t)n, -1, 1);
+            assert_elle_ok(ref.ops->sgd_update(&ref, n, 0.1f, 0.9f, 5e-4f, nesterov, rp, g, rb));
+            assert_elle_ok(cpu.ops->sgd_update(&cpu, n, 0.1f, 0.9f, 5e-4f, nesterov, cp, g, cb));
+        }
+        assert_floats_close(cp, rp, (size_t)n, 1e-6, 1e-6);
+        assert_floats_close(cb, rb, (size_t)n, 1e-6, 1e-6);
+        assert_memory_not_equal(cp, p0, (size_t)n * sizeof *cp);
+    }
+    float v = 0;
+    assert_elle_status(cpu.ops->sgd_update(&cpu, 1, 0.1f, 0.9f, 0, 0, &v, NULL, &v), ELLE_EINVAL);
+}
+
 static void test_flat_ops(void **state)
 {
     (void)state;
@@ -933,6 +958,7 @@ int main(void)
         cmocka_unit_test_teardown(test_linear, free_scratch),
         cmocka_unit_test_teardown(test_xent, free_scratch),
         cmocka_unit_test_teardown(test_flat_ops, free_scratch),
+        cmocka_unit_test_teardown(test_sgd_update, free_scratch),
         cmocka_unit_test_teardown(test_project_linf, free_scratch),
         cmocka_unit_test_teardown(test_uniform, free_scratch),
         cmocka_unit_test_teardown(test_cache, free_scratch),

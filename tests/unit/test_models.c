@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "elle_test.h"
+#include "nn/model_internal.h"
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -667,6 +668,55 @@ static void test_bad_arguments(void **state)
     elle_context_free(ctx);
 }
 
+/* The device-resident entry points agree with the public host-array API,
+ * including per-sample coefficients (sum_i coef_i * loss_i). */
+static void test_device_entry_points(void **state)
+{
+    (void)state;
+    elle_context *ctx = cpu_ctx();
+    elle_model *m = make_model(ctx, &small_cnn_spec, 4, 3);
+    elle__backend *be = elle__model_backend(m);
+    assert_int_equal(elle__model_max_batch(m), 3);
+    assert_int_equal(elle__model_image_numel(m), 144);
+    float *x = random_images(m, 3);
+    int32_t y[3] = {1, 0, 4};
+    float loss_host[3], loss_dev_copy[3], dx_host[3 * 144], dx_dev_copy[3 * 144];
+    void *xd, *yd, *ld, *cd, *dxd;
+    assert_elle_ok(be->ops->alloc(be, sizeof(float) * 3 * 144, &xd));
+    assert_elle_ok(be->ops->alloc(be, sizeof y, &yd));
+    assert_elle_ok(be->ops->alloc(be, sizeof loss_host, &ld));
+    assert_elle_ok(be->ops->alloc(be, sizeof loss_host, &cd));
+    assert_elle_ok(be->ops->alloc(be, sizeof dx_host, &dxd));
+    assert_elle_ok(be->ops->copy_to_device(be, xd, x, sizeof(float) * 3 * 144));
+    assert_elle_ok(be->ops->copy_to_device(be, yd, y, sizeof y));
+    assert_elle_ok(elle_model_set_training(m, 0));
+    assert_elle_ok(elle_model_input_grad(m, x, y, 3, dx_host, loss_host));
+    assert_elle_ok(elle__model_forward_dev(m, xd, yd, 3, ld));
+    assert_elle_ok(be->ops->fill(be, 3, 1.0f / 3.0f, cd));
+    assert_elle_ok(elle__model_backward_dev(m, 3, cd, 0, dxd));
+    assert_elle_ok(be->ops->copy_to_host(be, loss_dev_copy, ld, sizeof loss_host));
+    assert_elle_ok(be->ops->copy_to_host(be, dx_dev_copy, dxd, sizeof dx_host));
+    assert_memory_equal(loss_dev_copy, loss_host, sizeof loss_host);
+    assert_memory_equal(dx_dev_copy, dx_host, sizeof dx_host);
+    /* coef (2, 0, 0): only sample 0 contributes, twice as strongly */
+    float coef[3] = {2.0f, 0.0f, 0.0f};
+    assert_elle_ok(be->ops->copy_to_device(be, cd, coef, sizeof coef));
+    assert_elle_ok(elle__model_forward_dev(m, xd, yd, 3, NULL));
+    assert_elle_ok(elle__model_backward_dev(m, 3, cd, 0, dxd));
+    assert_elle_ok(be->ops->copy_to_host(be, dx_dev_copy, dxd, sizeof dx_host));
+    for (int i = 0; i < 144; i++)
+        assert_true(fabsf(dx_dev_copy[i] - 6.0f * dx_host[i]) <= 1e-6f + 1e-5f * fabsf(dx_host[i]));
+    for (int i = 144; i < 3 * 144; i++)
+        assert_true(dx_dev_copy[i] == 0.0f);
+    assert_elle_status(elle__model_forward_dev(m, xd, yd, 4, ld), ELLE_ESHAPE);
+    void *bufs[5] = {xd, yd, ld, cd, dxd};
+    for (int i = 0; i < 5; i++)
+        be->ops->free(be, bufs[i]);
+    free(x);
+    elle_model_free(m);
+    elle_context_free(ctx);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -682,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_modes_and_running_stats),
         cmocka_unit_test(test_normalization_layer),
         cmocka_unit_test(test_save_load_round_trip),
+        cmocka_unit_test(test_device_entry_points),
     };
     return cmocka_run_group_tests_name("models", tests, NULL, NULL);
 }

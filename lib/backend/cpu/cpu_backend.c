@@ -511,6 +511,27 @@ static int cpu_uniform(elle__backend *be, int64_t n, uint64_t seed, uint64_t cou
     return ELLE_OK;
 }
 
+/* ---- optimisers ------------------------------------------------------ */
+
+/* One fused pass over the parameter, gradient and momentum arenas, in the
+ * reference backend's float order (PyTorch's SGD, foreach=False). */
+static int cpu_sgd_update(elle__backend *be, int64_t n, float lr, float momentum, float wd,
+                          int nesterov, float *p, const float *grad, float *buf)
+{
+    (void)be;
+    ELLE_TRY(check_flat("sgd_update", n, p, "p"));
+    if (!grad || !buf)
+        ELLE_FAIL(ELLE_EINVAL, "cpu sgd_update: grad and buf must not be NULL");
+#pragma omp parallel for schedule(static) if (n > PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        float b = momentum * buf[i] + g;
+        buf[i] = b;
+        p[i] -= lr * (nesterov ? g + momentum * b : b);
+    }
+    return ELLE_OK;
+}
+
 /* ---- the table ------------------------------------------------------- */
 
 static const elle__backend_ops cpu_ops = {
@@ -554,6 +575,7 @@ static const elle__backend_ops cpu_ops = {
     .clamp = cpu_clamp,
     .project_linf = cpu_project_linf,
     .uniform = cpu_uniform,
+    .sgd_update = cpu_sgd_update,
 };
 
 int elle__backend_cpu_create(elle__backend *be, int device_index)

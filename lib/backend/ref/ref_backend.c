@@ -327,6 +327,26 @@ static int ref_uniform(elle__backend *be, int64_t n, uint64_t seed, uint64_t cou
     return ELLE_OK;
 }
 
+/* ---- optimisers -------------------------------------------------------- */
+
+static int ref_sgd_update(elle__backend *be, int64_t n, float lr, float momentum, float wd,
+                          int nesterov, float *p, const float *grad, float *buf)
+{
+    (void)be;
+    ELLE_TRY(check_flat("sgd_update", n, p, "p"));
+    ELLE_TRY(elle__ref_check_ptr("sgd_update", "grad", grad));
+    ELLE_TRY(elle__ref_check_ptr("sgd_update", "buf", buf));
+    /* float arithmetic in PyTorch's order (torch.optim.SGD, foreach=False), so
+     * the result is the one a float32 PyTorch step gives up to its use of FMA */
+    for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] + wd * p[i];
+        float b = momentum * buf[i] + g;
+        buf[i] = b;
+        p[i] -= lr * (nesterov ? g + momentum * b : b);
+    }
+    return ELLE_OK;
+}
+
 /* ---- the table ------------------------------------------------------- */
 
 static const elle__backend_ops ref_ops = {
@@ -370,6 +390,7 @@ static const elle__backend_ops ref_ops = {
     .clamp = ref_clamp,
     .project_linf = ref_project_linf,
     .uniform = ref_uniform,
+    .sgd_update = ref_sgd_update,
 };
 
 int elle__backend_ref_create(elle__backend *be)
