@@ -26,5 +26,7 @@
 #include "elle/context.h"
 #include "elle/model.h"
 #include "elle/dataset.h"
+#include "elle/optim.h"
+#include "elle/train.h"
 
 #endif /* ELLE_H */

@@ -1,0 +1,254 @@
+/*
+ * libelle — the trainer: fits a model on a training dataset with SGD and a
+ * learning-rate schedule, evaluates it every epoch, reports metrics through
+ * callbacks and JSON lines, and saves the final and best-validation models.
+ *
+ *     elle_trainer *t;
+ *     elle_trainer_create(&t, model);
+ *     elle_trainer_set_param(t, ELLE_TRAIN_PARAM_EPOCHS, 30);
+ *     elle_trainer_set_param(t, ELLE_TRAIN_PARAM_LR, 0.2);
+ *     elle_trainer_set_path(t, ELLE_TRAIN_PATH_LOG, "run/log.jsonl");
+ *     elle_trainer_set_path(t, ELLE_TRAIN_PATH_FINAL_MODEL, "run/final.safetensors");
+ *     int rc = elle_trainer_fit(t, train, test, val);   (val may be NULL)
+ *     elle_trainer_free(t);
+ *
+ * One training step is one batch: the gradient of the batch-mean loss
+ * (clean cross-entropy for now; adversarial training plugs its attack and
+ * regularizers into the same step), then ELLE_TRAIN_PARAM_STEPS_PER_BATCH
+ * optimizer updates from that gradient. docs/training.md describes the loop,
+ * the metrics and the files written.
+ *
+ * The trainer is written against the public API only (lib/train/trainer.c),
+ * so it can be copied and adapted.
+ *
+ * Lifetime: the model must outlive the trainer; the datasets must stay
+ * valid during elle_trainer_fit. One thread per trainer.
+ */
+#ifndef ELLE_TRAIN_H
+#define ELLE_TRAIN_H
+
+#include "common.h"
+#include "dataset.h"
+#include "model.h"
+#include "optim.h"
+
+ELLE_BEGIN_DECL
+
+typedef struct elle_trainer elle_trainer;
+typedef struct elle_train_metrics elle_train_metrics;
+
+/**
+ * Trainer parameters (stable values; appended only). Those whose default is
+ * -1 ("auto") take the schedule kind's default (elle_schedule_param) unless
+ * set; -1 restores auto. @since v0.1
+ */
+typedef enum elle_train_param {
+    ELLE_TRAIN_PARAM_EPOCHS = 1,          /**< "epochs": 1 .. 1e6 (30) */
+    ELLE_TRAIN_PARAM_BATCH_SIZE = 2,      /**< "batch_size": training batch, 1 .. 2^24 (128) */
+    ELLE_TRAIN_PARAM_EVAL_BATCH_SIZE = 3, /**< "eval_batch_size": evaluation batch, 0 .. 2^24;
+                                               0 = batch_size (0) */
+    ELLE_TRAIN_PARAM_LR = 4,              /**< "lr": the schedule's lr_max, -1 or 0 .. 3.4e38
+                                               (-1: 0.2 for short, 0.1 otherwise) */
+    ELLE_TRAIN_PARAM_SCHEDULE = 5,        /**< "schedule": an elle_schedule_kind
+                                               (ELLE_SCHEDULE_SHORT) */
+    ELLE_TRAIN_PARAM_MOMENTUM = 6,        /**< "momentum": momentum, or its value at the lr
+                                               minimum when cycled; -1 or 0 .. 1 (-1: 0.9;
+                                               long-cos 0.95) */
+    ELLE_TRAIN_PARAM_BASE_MOMENTUM = 7,   /**< "base_momentum": momentum at the lr peak when
+                                               cycled; -1 or 0 .. 1 (-1: 0.8; long-cos 0.85) */
+    ELLE_TRAIN_PARAM_CYCLE_MOMENTUM = 8,  /**< "cycle_momentum": -1, 0 or 1 (-1: 1 for short
+                                               and long-cos, 0 otherwise) */
+    ELLE_TRAIN_PARAM_UP_FRACTION = 9,     /**< "up_fraction": short: rising part of the cycle
+                                               (SVHN recipe 0.4); long-cos: pct_start; -1 or
+                                               0 .. 1 (-1: 0.5; long-cos 0.025) */
+    ELLE_TRAIN_PARAM_WEIGHT_DECAY = 10,   /**< "weight_decay": coupled L2 on every parameter,
+                                               0 .. 10 (5e-4) */
+    ELLE_TRAIN_PARAM_NESTEROV = 11,       /**< "nesterov": 0 or 1 (0) */
+    ELLE_TRAIN_PARAM_STEPS_PER_BATCH = 12, /**< "steps_per_batch": optimizer updates per batch
+                                                from the same gradient, the schedule advanced
+                                                between them; 1 or 2 (1; the ELLE code and
+                                                --preset paper: 2) */
+    ELLE_TRAIN_PARAM_SEED = 13,           /**< "seed": data order and augmentation, written
+                                               into the training set's ELLE_DATASET_PARAM_SEED
+                                               when a fit starts; 0 .. 2^53-1 (0) */
+    ELLE_TRAIN_PARAM_SHUFFLE = 14,        /**< "shuffle": written into the training set's
+                                               ELLE_DATASET_PARAM_SHUFFLE; 0 or 1 (1) */
+    ELLE_TRAIN_PARAM_TRAIN_ACC = 15,      /**< "train_acc": 1 = measure training accuracy with
+                                               an extra training-mode forward of each batch
+                                               (updates BatchNorm running statistics, as the
+                                               ELLE code's metric forward); 0 or 1 (0) */
+    ELLE_TRAIN_PARAM_LOG_EVERY = 16,      /**< "log_every": also write a JSON line every k
+                                               steps; 0 = epoch lines only, 0 .. 1e9 (0) */
+    ELLE_TRAIN_PARAM_PROGRESS = 17        /**< "progress": 1 = progress bar on stderr when
+                                               stderr is a terminal; 0 or 1 (0) */
+} elle_train_param;
+
+/** Files the trainer writes (stable values). @since v0.1 */
+typedef enum elle_train_path {
+    ELLE_TRAIN_PATH_FINAL_MODEL = 1, /**< "final_model": safetensors of the model after the
+                                          last epoch */
+    ELLE_TRAIN_PATH_BEST_MODEL = 2,  /**< "best_model": safetensors of the model at the epoch
+                                          of the highest validation accuracy so far (needs a
+                                          validation set) */
+    ELLE_TRAIN_PATH_LOG = 3          /**< "log": JSON lines, truncated when a fit starts */
+} elle_train_path;
+
+/** Kinds of callback events (stable values). @since v0.1 */
+typedef enum elle_train_event {
+    ELLE_TRAIN_EVENT_STEP = 1, /**< after every training step (batch) */
+    ELLE_TRAIN_EVENT_EPOCH = 2 /**< after every epoch's evaluation */
+} elle_train_event;
+
+/**
+ * Metrics, read with elle_train_metrics_get (stable values; appended only).
+ * The name is the key in the JSON lines. "step" events carry EPOCH .. TIME
+ * and TOTAL_*; "epoch" events carry all but BATCH. @since v0.1
+ */
+typedef enum elle_train_metric {
+    ELLE_TRAIN_METRIC_EPOCH = 1,          /**< "epoch": 0-based epoch */
+    ELLE_TRAIN_METRIC_STEP = 2,           /**< "step": training steps (batches) completed so far
+                                               in the run, this one included */
+    ELLE_TRAIN_METRIC_BATCH = 3,          /**< "batch": 0-based batch index in the epoch (step
+                                               events) */
+    ELLE_TRAIN_METRIC_SAMPLES = 4,        /**< "samples": training samples in the batch / epoch */
+    ELLE_TRAIN_METRIC_LOSS = 5,           /**< "loss": mean training loss over the batch / the
+                                               epoch's samples */
+    ELLE_TRAIN_METRIC_TRAIN_ACC = 6,      /**< "train_acc": training accuracy in [0, 1] (only
+                                               with ELLE_TRAIN_PARAM_TRAIN_ACC) */
+    ELLE_TRAIN_METRIC_LR = 7,             /**< "lr": lr of the batch's first optimizer step
+                                               (epoch: of the epoch's last batch) */
+    ELLE_TRAIN_METRIC_MOMENTUM = 8,       /**< "momentum": its momentum, likewise */
+    ELLE_TRAIN_METRIC_TIME = 9,           /**< "time": seconds spent on the step / on the
+                                               epoch's training steps (evaluation excluded) */
+    ELLE_TRAIN_METRIC_SAMPLES_PER_S = 10, /**< "samples_per_s": training throughput of the epoch */
+    ELLE_TRAIN_METRIC_TEST_LOSS = 11,     /**< "test_loss": mean clean cross-entropy on the test
+                                               set, eval mode (only with a test set) */
+    ELLE_TRAIN_METRIC_TEST_ACC = 12,      /**< "test_acc": clean accuracy, correct / total */
+    ELLE_TRAIN_METRIC_VAL_LOSS = 13,      /**< "val_loss": as test_loss on the validation set
+                                               (only with a validation set) */
+    ELLE_TRAIN_METRIC_VAL_ACC = 14,       /**< "val_acc": clean validation accuracy */
+    ELLE_TRAIN_METRIC_BEST_VAL_ACC = 15,  /**< "best_val_acc": highest val_acc so far */
+    ELLE_TRAIN_METRIC_BEST_VAL_EPOCH = 16, /**< "best_val_epoch": the epoch it was reached */
+    ELLE_TRAIN_METRIC_EVAL_TIME = 17,     /**< "eval_time": seconds spent evaluating */
+    ELLE_TRAIN_METRIC_TOTAL_EPOCHS = 18,  /**< "total_epochs": epochs of the run */
+    ELLE_TRAIN_METRIC_TOTAL_STEPS = 19    /**< "total_steps": training steps of the run */
+} elle_train_metric;
+
+/**
+ * Callback for step and epoch events. `metrics` is borrowed for the duration
+ * of the call. Return 0 to continue; any other value stops the fit, which
+ * then returns ELLE_EUSER. Must not call back into the trainer.
+ */
+typedef int (*elle_train_callback)(const elle_train_metrics *metrics, void *user_data);
+
+/**
+ * Create a trainer for `model` (borrowed; it must outlive the trainer),
+ * with default parameters. Allocates the SGD momentum buffer.
+ * `*out` is set only on success. @since v0.1
+ */
+ELLE_API int elle_trainer_create(elle_trainer **out, elle_model *model);
+
+/** Free a trainer (NULL accepted). @since v0.1 */
+ELLE_API void elle_trainer_free(elle_trainer *t);
+
+/**
+ * Set a parameter. ELLE_EINVAL for an unknown parameter, NaN, a value
+ * outside elle_trainer_param_bounds, a non-integer count, an unknown
+ * schedule kind or a negative value other than -1 for the auto parameters.
+ * @since v0.1
+ */
+ELLE_API int elle_trainer_set_param(elle_trainer *t, elle_train_param param, double value);
+
+/** Read a parameter into *out (-1 for an auto parameter left unset). @since v0.1 */
+ELLE_API int elle_trainer_get_param(const elle_trainer *t, elle_train_param param, double *out);
+
+/** Inclusive bounds of a parameter (lo, hi may be NULL). @since v0.1 */
+ELLE_API int elle_trainer_param_bounds(elle_train_param param, double *lo, double *hi);
+
+/**
+ * Parameter by name ("epochs", "batch_size", "lr", "schedule", ...; the
+ * names in elle_train_param). ELLE_EINVAL if unknown. @since v0.1
+ */
+ELLE_API int elle_trainer_param_from_name(const char *name, elle_train_param *out);
+
+/** Static name of a parameter, NULL if unknown. @since v0.1 */
+ELLE_API const char *elle_trainer_param_name(elle_train_param param);
+
+/**
+ * Set the file written for `which` (the string is copied); NULL or ""
+ * means "do not write it" (the default for every path). @since v0.1
+ */
+ELLE_API int elle_trainer_set_path(elle_trainer *t, elle_train_path which, const char *path);
+
+/** The path set for `which` (borrowed until the next set_path), NULL when unset. @since v0.1 */
+ELLE_API const char *elle_trainer_get_path(const elle_trainer *t, elle_train_path which);
+
+/** Static name of a path kind ("final_model", "best_model", "log"), NULL if unknown. @since v0.1 */
+ELLE_API const char *elle_train_path_name(elle_train_path which);
+
+/** Path kind by name; ELLE_EINVAL if unknown. @since v0.1 */
+ELLE_API int elle_train_path_from_name(const char *name, elle_train_path *out);
+
+/**
+ * Call `fn(metrics, user_data)` on every `event`; a NULL fn removes the
+ * callback. One callback per event kind. @since v0.1
+ */
+ELLE_API int elle_trainer_set_callback(elle_trainer *t, elle_train_event event,
+                                       elle_train_callback fn, void *user_data);
+
+/**
+ * Train the model for ELLE_TRAIN_PARAM_EPOCHS epochs on `train`, evaluating
+ * clean accuracy on `test` and `val` after every epoch (either may be NULL).
+ * Starts from the model's current weights and a zero momentum buffer. Sets
+ * the training set's SEED and SHUFFLE parameters from the trainer's. Leaves
+ * the model in eval mode.
+ *
+ * Writes (when their paths are set) the JSON-lines log as it goes, the
+ * best-validation model whenever val_acc strictly improves, and the final
+ * model after the last epoch. Model files are written atomically and never
+ * with non-finite values.
+ *
+ * Returns ELLE_OK; ELLE_EINVAL for NULL model or train, a best-model path
+ * without a validation set, or a dataset whose labels exceed the model's
+ * classes; ELLE_ESHAPE when a dataset's image shape differs from the
+ * model's input; ELLE_ENUMERIC when a loss or the weights become NaN or
+ * infinite (the message names the step; nothing is saved from then on);
+ * ELLE_EUSER when a callback returned non-zero; ELLE_EIO when a file cannot
+ * be written; or any error of the calls it makes. @since v0.1
+ */
+ELLE_API int elle_trainer_fit(elle_trainer *t, elle_dataset *train, elle_dataset *test,
+                              elle_dataset *val);
+
+/**
+ * Metrics of the last completed epoch of the last fit (borrowed, valid until
+ * the next fit or elle_trainer_free), NULL before any epoch completed.
+ * @since v0.1
+ */
+ELLE_API const elle_train_metrics *elle_trainer_last_epoch(const elle_trainer *t);
+
+/** The event a metrics record belongs to (an elle_train_event), -1 for NULL. @since v0.1 */
+ELLE_API int elle_train_metrics_event(const elle_train_metrics *m);
+
+/**
+ * 1 when the record holds `key`, else 0 (also for NULL or an unknown key).
+ * @since v0.1
+ */
+ELLE_API int elle_train_metrics_has(const elle_train_metrics *m, elle_train_metric key);
+
+/**
+ * Read metric `key` into *out. ELLE_ESTATE (and *out = NaN) when the record
+ * does not hold it (e.g. val_acc without a validation set), ELLE_EINVAL for
+ * NULL arguments or an unknown key. @since v0.1
+ */
+ELLE_API int elle_train_metrics_get(const elle_train_metrics *m, elle_train_metric key,
+                                    double *out);
+
+/** Static name (JSON key) of a metric, NULL if unknown. @since v0.1 */
+ELLE_API const char *elle_train_metric_name(elle_train_metric key);
+
+/** Metric by name; ELLE_EINVAL if unknown. @since v0.1 */
+ELLE_API int elle_train_metric_from_name(const char *name, elle_train_metric *out);
+
+ELLE_END_DECL
+
+#endif /* ELLE_TRAIN_H */
