@@ -2,7 +2,7 @@
 # these targets install the Debian packages (scripts/setup.sh), configure
 # and build (scripts/build.sh), then run something.
 #
-#   make demo    build and run the demo, writes out/demo/summary.json
+#   make demo    train small_cnn on Fashion-MNIST for one epoch, writes out/demo/
 #   make test    run every test suite (meson test)
 #   make bench   run the benchmarks, writes out/bench/bench.json
 #                (BENCH_ARGS="--quick" or other elle-bench options pass through)
@@ -25,8 +25,7 @@ setup:
 	scripts/setup.sh
 
 demo: build
-	mkdir -p out/demo
-	$(BUILD)/examples/quickstart out/demo/summary.json
+	scripts/demo.sh $(BUILD)
 
 test: build
 	meson test -C $(BUILD) --print-errorlogs
