@@ -26,6 +26,7 @@
 #include "elle/context.h"
 #include "elle/model.h"
 #include "elle/dataset.h"
+#include "elle/attack.h"
 #include "elle/optim.h"
 #include "elle/train.h"
 
