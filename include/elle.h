@@ -28,6 +28,7 @@
 #include "elle/dataset.h"
 #include "elle/attack.h"
 #include "elle/optim.h"
+#include "elle/regularizer.h"
 #include "elle/train.h"
 
 #endif /* ELLE_H */

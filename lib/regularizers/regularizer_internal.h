@@ -1,0 +1,94 @@
+/*
+ * Regularizers inside the library: the handle, the per-kind operations, and
+ * the device-memory entry the trainer uses.
+ *
+ * regularizer.c owns what every kind shares: parameters (one table per
+ * kind), the ELLE-A mechanism (adaptive.h) and its timing relative to the
+ * backward, the random stream, statistics, state serialization and the
+ * host API boundary. A kind (elle.c, later gradalign.c, llr.c, cure.c,
+ * gat.c) supplies two steps:
+ *
+ *   value     forward work: compute R on the batch (backend memory) and
+ *             keep what its backward needs;
+ *   backward  ACCUMULATE lambda * grad_theta R of the last value call into
+ *             the model's parameter gradients.
+ *
+ * and regularizer.c runs  value -> [observe if lag 0] -> backward(lambda)
+ * -> [observe if lag 1].
+ */
+#ifndef ELLE_REGULARIZERS_INTERNAL_H
+#define ELLE_REGULARIZERS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/params.h"
+#include "elle/regularizer.h"
+#include "regularizers/adaptive.h"
+
+#define ELLE__REG_NPARAMS 15 /* 1 + largest elle_regularizer_param value */
+
+typedef struct elle__regularizer_ops {
+    const char *name; /* elle_regularizer_kind_name */
+    /* Parameters this kind has, with bounds and defaults. */
+    const elle__param_spec *params;
+    size_t n_params;
+    /* Kind-specific check of a value that passed the table (e.g. POINTS = 4);
+     * NULL when the table says everything. */
+    int (*check_param)(const elle_regularizer *r, int param, double value);
+    /* Release whatever value() allocated (optional). */
+    void (*release)(elle_regularizer *r);
+    /* Samples in one forward for a batch of n (what the model must be
+     * reserved for). */
+    int64_t (*forward_samples)(const elle_regularizer *r, int64_t n);
+    /* Whether apply reads x_adv with the current parameters. */
+    int (*needs_adv)(const elle_regularizer *r);
+    /* Forward part. x, x_adv: (n, C, H, W) and y: n labels, backend memory
+     * (x_adv NULL unless needs_adv). Writes R to *value (not checked for
+     * finiteness here) and advances r->counter by the Philox blocks drawn. */
+    int (*value)(elle_regularizer *r, const float *x, const int32_t *y, const float *x_adv,
+                 int64_t n, double *value);
+    /* Accumulate lambda * grad_theta R of the last value() (lambda != 0). */
+    int (*backward)(elle_regularizer *r, double lambda);
+} elle__regularizer_ops;
+
+struct elle_regularizer {
+    elle_model *model;
+    const elle__regularizer_ops *ops;
+    int kind;
+    double p[ELLE__REG_NPARAMS]; /* parameter values by elle_regularizer_param id */
+    elle__adaptive adapt;        /* ELLE-A; its parameters mirror p[] */
+    uint64_t counter;            /* Philox counter of the next draw */
+    double last_value;           /* last observed value */
+    double last_lambda;          /* lambda of the last apply's backward */
+
+    /* host-entry staging (backend memory), grown to the largest n seen */
+    float *stage_x, *stage_adv;
+    int32_t *stage_y;
+    int64_t stage_n;
+
+    void *impl; /* kind-specific state (elle.c: host scratch for losses and coefficients) */
+};
+
+/* Kinds. */
+extern const elle__regularizer_ops elle__reg_elle_ops;
+
+/* Philox key of a regularizer's stream: the seed (< 2^53) with a tag for
+ * the kind in the top 11 bits, so that an attack and a regularizer given
+ * the same seed draw different numbers (docs/regularizers.md). */
+uint64_t elle__regularizer_stream_key(const elle_regularizer *r);
+
+/* Device-memory entry for the trainer: elle_regularizer_apply with x, y and
+ * x_adv already in the model's backend memory (x_adv may be NULL unless
+ * REUSE_ADV). Inputs are trusted (finite pixels, labels in range: they
+ * passed the public boundary); they must not lie inside the model's input
+ * buffer, which the points are written into (ELLE_EINVAL). Same semantics
+ * and errors as the host entry otherwise. */
+int elle__regularizer_apply_dev(elle_regularizer *r, const float *x, const int32_t *y,
+                                const float *x_adv, int64_t n, double *value_out);
+
+/* Samples in the regularizer's forward for a batch of n (ELLE: points * n),
+ * what the model must be reserved for. */
+int64_t elle__regularizer_forward_samples(const elle_regularizer *r, int64_t n);
+
+#endif /* ELLE_REGULARIZERS_INTERNAL_H */
