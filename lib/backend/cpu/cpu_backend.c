@@ -25,11 +25,11 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_internal.h"
+#include "backend/host_memory.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "elle/context.h"
 
-#define CPU_ALIGN 64
 
 /* Loops shorter than this run on one thread: forking costs more. */
 #define PAR_MIN 32768
@@ -157,77 +157,6 @@ static int cpu_sync(elle__backend *be)
 }
 
 /* ---- memory ------------------------------------------------------------- */
-
-static int cpu_alloc(elle__backend *be, size_t bytes, void **out)
-{
-    (void)be;
-    if (!out)
-        ELLE_FAIL(ELLE_EINVAL, "cpu alloc: out is NULL");
-    *out = NULL;
-    if (bytes > SIZE_MAX - (CPU_ALIGN - 1))
-        ELLE_FAIL(ELLE_ENOMEM, "cpu alloc: %zu bytes cannot be allocated", bytes);
-    size_t rounded = (bytes + (CPU_ALIGN - 1)) / CPU_ALIGN * CPU_ALIGN;
-    if (rounded == 0)
-        rounded = CPU_ALIGN;
-    void *p = aligned_alloc(CPU_ALIGN, rounded);
-    if (!p)
-        ELLE_FAIL(ELLE_ENOMEM, "cpu alloc: out of memory allocating %zu bytes", bytes);
-    memset(p, 0, rounded);
-    *out = p;
-    return ELLE_OK;
-}
-
-static void cpu_free(elle__backend *be, void *ptr)
-{
-    (void)be;
-    free(ptr);
-}
-
-static int check_copy(const char *op, const void *dst, const void *src, size_t bytes)
-{
-    if (bytes == 0)
-        return ELLE_OK;
-    ELLE_TRY(elle__cpu_check_ptr(op, "dst", dst));
-    return elle__cpu_check_ptr(op, "src", src);
-}
-
-static int cpu_copy_to_device(elle__backend *be, void *dst, const void *host_src, size_t bytes)
-{
-    (void)be;
-    ELLE_TRY(check_copy("copy_to_device", dst, host_src, bytes));
-    if (bytes)
-        memcpy(dst, host_src, bytes);
-    return ELLE_OK;
-}
-
-static int cpu_copy_to_host(elle__backend *be, void *host_dst, const void *src, size_t bytes)
-{
-    (void)be;
-    ELLE_TRY(check_copy("copy_to_host", host_dst, src, bytes));
-    if (bytes)
-        memcpy(host_dst, src, bytes);
-    return ELLE_OK;
-}
-
-static int cpu_copy(elle__backend *be, void *dst, const void *src, size_t bytes)
-{
-    (void)be;
-    ELLE_TRY(check_copy("copy", dst, src, bytes));
-    /* both ends may be parts of one arena block */
-    if (bytes)
-        memmove(dst, src, bytes);
-    return ELLE_OK;
-}
-
-static int cpu_memzero(elle__backend *be, void *dst, size_t bytes)
-{
-    (void)be;
-    if (bytes == 0)
-        return ELLE_OK;
-    ELLE_TRY(elle__cpu_check_ptr("memzero", "dst", dst));
-    memset(dst, 0, bytes);
-    return ELLE_OK;
-}
 
 /* ---- layouts ------------------------------------------------------------ */
 
@@ -540,12 +469,12 @@ static const elle__backend_ops cpu_ops = {
     .destroy = cpu_destroy,
     .set_threads = cpu_set_threads,
     .sync = cpu_sync,
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .copy_to_device = cpu_copy_to_device,
-    .copy_to_host = cpu_copy_to_host,
-    .copy = cpu_copy,
-    .memzero = cpu_memzero,
+    .alloc = elle__host_op_alloc,
+    .free = elle__host_op_free,
+    .copy_to_device = elle__host_op_copy_to_device,
+    .copy_to_host = elle__host_op_copy_to_host,
+    .copy = elle__host_op_copy,
+    .memzero = elle__host_op_memzero,
     .layout_for = cpu_layout_for,
     .tensor_bytes = cpu_tensor_bytes,
     .to_plain = elle__cpu_to_plain,

@@ -10,8 +10,8 @@
 #include <oneapi/dnnl/dnnl_debug.h>
 
 #include "backend/cpu/dnnl_util.h"
+#include "backend/host_memory.h"
 
-#define CPU_ALIGN 64
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -30,18 +30,7 @@ int elle__cpu_dnnl_fail(const char *call, dnnl_status_t st, const char *file, in
 
 int elle__cpu_buf_alloc(size_t bytes, void **out)
 {
-    *out = NULL;
-    if (bytes > SIZE_MAX - (CPU_ALIGN - 1))
-        ELLE_FAIL(ELLE_ENOMEM, "cpu: %zu bytes cannot be allocated", bytes);
-    size_t rounded = (bytes + (CPU_ALIGN - 1)) / CPU_ALIGN * CPU_ALIGN;
-    if (rounded == 0)
-        rounded = CPU_ALIGN;
-    void *p = aligned_alloc(CPU_ALIGN, rounded);
-    if (!p)
-        ELLE_FAIL(ELLE_ENOMEM, "cpu: out of memory allocating %zu bytes", bytes);
-    memset(p, 0, rounded);
-    *out = p;
-    return ELLE_OK;
+    return elle__host_alloc("cpu", bytes, out);
 }
 
 /* ---- lifetime --------------------------------------------------------- */

@@ -17,12 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/host_memory.h"
 #include "backend/ref/ref_internal.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "elle/context.h"
 
-#define REF_ALIGN 64
 
 /* ---- shared argument checks ------------------------------------------- */
 
@@ -110,80 +110,6 @@ static int ref_sync(elle__backend *be)
 }
 
 /* ---- memory ------------------------------------------------------------- */
-
-static int ref_alloc(elle__backend *be, size_t bytes, void **out)
-{
-    (void)be;
-    if (!out)
-        ELLE_FAIL(ELLE_EINVAL, "ref alloc: out is NULL");
-    *out = NULL;
-    if (bytes > SIZE_MAX - (REF_ALIGN - 1))
-        ELLE_FAIL(ELLE_ENOMEM, "ref alloc: %zu bytes cannot be allocated", bytes);
-    /* aligned_alloc wants a size that is a multiple of the alignment; a
-     * 0-byte request still gets a real block so that free() is uniform. */
-    size_t rounded = (bytes + (REF_ALIGN - 1)) / REF_ALIGN * REF_ALIGN;
-    if (rounded == 0)
-        rounded = REF_ALIGN;
-    void *p = aligned_alloc(REF_ALIGN, rounded);
-    if (!p)
-        ELLE_FAIL(ELLE_ENOMEM, "ref alloc: out of memory allocating %zu bytes", bytes);
-    memset(p, 0, rounded);
-    *out = p;
-    return ELLE_OK;
-}
-
-static void ref_free(elle__backend *be, void *ptr)
-{
-    (void)be;
-    free(ptr);
-}
-
-static int check_copy(const char *op, const void *dst, const void *src, size_t bytes)
-{
-    if (bytes == 0)
-        return ELLE_OK;
-    ELLE_TRY(elle__ref_check_ptr(op, "dst", dst));
-    return elle__ref_check_ptr(op, "src", src);
-}
-
-static int ref_copy_to_device(elle__backend *be, void *dst, const void *host_src, size_t bytes)
-{
-    (void)be;
-    ELLE_TRY(check_copy("copy_to_device", dst, host_src, bytes));
-    if (bytes)
-        memcpy(dst, host_src, bytes);
-    return ELLE_OK;
-}
-
-static int ref_copy_to_host(elle__backend *be, void *host_dst, const void *src, size_t bytes)
-{
-    (void)be;
-    ELLE_TRY(check_copy("copy_to_host", host_dst, src, bytes));
-    if (bytes)
-        memcpy(host_dst, src, bytes);
-    return ELLE_OK;
-}
-
-static int ref_copy(elle__backend *be, void *dst, const void *src, size_t bytes)
-{
-    (void)be;
-    ELLE_TRY(check_copy("copy", dst, src, bytes));
-    /* both ends are backend memory and may be parts of one arena block:
-     * memmove keeps an overlapping copy well defined */
-    if (bytes)
-        memmove(dst, src, bytes);
-    return ELLE_OK;
-}
-
-static int ref_memzero(elle__backend *be, void *dst, size_t bytes)
-{
-    (void)be;
-    if (bytes == 0)
-        return ELLE_OK;
-    ELLE_TRY(elle__ref_check_ptr("memzero", "dst", dst));
-    memset(dst, 0, bytes);
-    return ELLE_OK;
-}
 
 /* ---- layouts ------------------------------------------------------------ */
 
@@ -355,12 +281,12 @@ static const elle__backend_ops ref_ops = {
     .destroy = ref_destroy,
     .set_threads = ref_set_threads,
     .sync = ref_sync,
-    .alloc = ref_alloc,
-    .free = ref_free,
-    .copy_to_device = ref_copy_to_device,
-    .copy_to_host = ref_copy_to_host,
-    .copy = ref_copy,
-    .memzero = ref_memzero,
+    .alloc = elle__host_op_alloc,
+    .free = elle__host_op_free,
+    .copy_to_device = elle__host_op_copy_to_device,
+    .copy_to_host = elle__host_op_copy_to_host,
+    .copy = elle__host_op_copy,
+    .memzero = elle__host_op_memzero,
     .layout_for = ref_layout_for,
     .tensor_bytes = ref_tensor_bytes,
     .to_plain = ref_to_plain,
