@@ -107,6 +107,12 @@ ELLE_API void elle_attack_free(elle_attack *a);
 ELLE_API int elle_attack_get_kind(const elle_attack *a);
 
 /**
+ * The model the attack was created on (borrowed), NULL when a is NULL. The
+ * trainer uses it to refuse an attack made for another model. @since v0.1
+ */
+ELLE_API elle_model *elle_attack_get_model(const elle_attack *a);
+
+/**
  * Set a parameter. ELLE_EINVAL (the message names the parameter, the value
  * and the bounds) for an unknown parameter, NaN, a value outside
  * elle_attack_param_bounds or a non-integer value of an integer parameter;

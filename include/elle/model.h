@@ -117,6 +117,19 @@ ELLE_API int elle_model_backward(elle_model *model, const float *x, const int32_
 /** Set every parameter gradient to zero. @since v0.1 */
 ELLE_API int elle_model_zero_grad(elle_model *model);
 
+/**
+ * Copy the logits of the model's last forward — of elle_model_forward,
+ * elle_model_backward, elle_model_input_grad, or an attack's or
+ * regularizer's forward — to host memory: the first n rows, logits_out
+ * (n, classes). Lets a caller read predictions from a training forward it
+ * already ran (the trainer's accuracy against the training attack) instead
+ * of a second forward, which in training mode would also move the
+ * batch-norm running statistics. ELLE_ESTATE before any forward (and after
+ * elle_model_reserve, which discards them); ELLE_EINVAL for NULL or n
+ * outside [1, the last forward's batch]. @since v0.1
+ */
+ELLE_API int elle_model_logits(const elle_model *model, int64_t n, float *logits_out);
+
 /** Kinds of state entries (stable values). @since v0.1 */
 typedef enum elle_state_kind {
     ELLE_STATE_PARAMETER = 0, /**< trainable float tensor (has a gradient) */

@@ -163,6 +163,13 @@ ELLE_API void elle_regularizer_free(elle_regularizer *reg);
 /** The kind of a regularizer (an elle_regularizer_kind), -1 when reg is NULL. @since v0.1 */
 ELLE_API int elle_regularizer_get_kind(const elle_regularizer *reg);
 
+/**
+ * The model the regularizer was created on (borrowed), NULL when reg is
+ * NULL. The trainer uses it to refuse a regularizer made for another model.
+ * @since v0.1
+ */
+ELLE_API elle_model *elle_regularizer_get_model(const elle_regularizer *reg);
+
 /** Static name of a kind ("elle"), NULL if unknown. @since v0.1 */
 ELLE_API const char *elle_regularizer_kind_name(elle_regularizer_kind kind);
 

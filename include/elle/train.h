@@ -12,25 +12,40 @@
  *     int rc = elle_trainer_fit(t, train, test, val);   (val may be NULL)
  *     elle_trainer_free(t);
  *
- * One training step is one batch: the gradient of the batch-mean loss
- * (clean cross-entropy for now; adversarial training plugs its attack and
- * regularizers into the same step), then ELLE_TRAIN_PARAM_STEPS_PER_BATCH
- * optimizer updates from that gradient. docs/training.md describes the loop,
- * the metrics and the files written.
+ * Adversarial training composes one training attack and any number of
+ * regularizers (all created on the trainer's model):
+ *
+ *     elle_attack_create(&fgsm, model, ELLE_ATTACK_FGSM);
+ *     elle_regularizer_create(&elle_a, model, ELLE_REGULARIZER_ELLE);
+ *     elle_regularizer_set_param(elle_a, ELLE_REGULARIZER_PARAM_ADAPTIVE, 1);
+ *     elle_trainer_set_attack(t, fgsm);
+ *     elle_trainer_add_regularizer(t, elle_a);
+ *
+ * One training step is one batch, the model in training mode throughout:
+ * x_adv = attack(x) (x without an attack); the gradient of CE_mean(f(x_adv));
+ * each regularizer's elle_regularizer_apply(x, y, x_adv) adds lambda * grad R;
+ * then ELLE_TRAIN_PARAM_STEPS_PER_BATCH optimizer updates from that
+ * gradient. Every epoch is evaluated in eval mode: clean accuracy, and a
+ * PGD monitor (PGD-20, alpha = eps/8, as the reference) on test and
+ * validation images. docs/training.md describes the loop, the metrics, the
+ * catastrophic-overfitting flags and the files written.
  *
  * The trainer is written against the public API only (lib/train/trainer.c),
  * so it can be copied and adapted.
  *
- * Lifetime: the model must outlive the trainer; the datasets must stay
+ * Lifetime: the model, and the attacks and regularizers given to the
+ * trainer, must outlive it (or be detached first); the datasets must stay
  * valid during elle_trainer_fit. One thread per trainer.
  */
 #ifndef ELLE_TRAIN_H
 #define ELLE_TRAIN_H
 
+#include "attack.h"
 #include "common.h"
 #include "dataset.h"
 #include "model.h"
 #include "optim.h"
+#include "regularizer.h"
 
 ELLE_BEGIN_DECL
 
@@ -73,14 +88,33 @@ typedef enum elle_train_param {
                                                when a fit starts; 0 .. 2^53-1 (0) */
     ELLE_TRAIN_PARAM_SHUFFLE = 14,        /**< "shuffle": written into the training set's
                                                ELLE_DATASET_PARAM_SHUFFLE; 0 or 1 (1) */
-    ELLE_TRAIN_PARAM_TRAIN_ACC = 15,      /**< "train_acc": 1 = measure training accuracy with
-                                               an extra training-mode forward of each batch
-                                               (updates BatchNorm running statistics, as the
-                                               ELLE code's metric forward); 0 or 1 (0) */
+    ELLE_TRAIN_PARAM_TRAIN_ACC = 15,      /**< "train_acc": 1 = report the training accuracy:
+                                               on the points the training loss is computed
+                                               at (x_adv; x without an attack), read from
+                                               that forward's logits, no extra pass; 0 or 1
+                                               (1) */
     ELLE_TRAIN_PARAM_LOG_EVERY = 16,      /**< "log_every": also write a JSON line every k
                                                steps; 0 = epoch lines only, 0 .. 1e9 (0) */
-    ELLE_TRAIN_PARAM_PROGRESS = 17        /**< "progress": 1 = progress bar on stderr when
+    ELLE_TRAIN_PARAM_PROGRESS = 17,       /**< "progress": 1 = progress bar on stderr when
                                                stderr is a terminal; 0 or 1 (0) */
+    ELLE_TRAIN_PARAM_EXTRA_CLEAN_FORWARD = 18, /**< "extra_clean_forward": 1 = one more
+                                               training-mode forward of the clean batch after
+                                               the regularizers, as the ELLE code's metric
+                                               forward: it moves the BatchNorm running
+                                               statistics and gives clean_train_acc; 0 or 1
+                                               (0; --preset paper: 1) */
+    ELLE_TRAIN_PARAM_PGD_TEST_N = 19,     /**< "pgd_test_n": PGD monitor on the first n test
+                                               images every epoch (all when n >= the test
+                                               size); 0 = off; 0 .. 2^31-1 (1000) */
+    ELLE_TRAIN_PARAM_PGD_VAL = 20,        /**< "pgd_val": 1 = PGD monitor on the whole
+                                               validation set every epoch, and the best model
+                                               chosen by it; 0 or 1 (1) */
+    ELLE_TRAIN_PARAM_CO_DROP = 21,        /**< "co_drop": co_flag when the PGD accuracy is
+                                               below (1 - co_drop) * its best while the
+                                               training accuracy rose; 0 .. 1 (0.5) */
+    ELLE_TRAIN_PARAM_CO_K = 22            /**< "co_k": an E_lin alarm when a step's value
+                                               exceeds mean + co_k * std of the earlier
+                                               values (the ELLE-A test); 0 .. 1e6 (2) */
 } elle_train_param;
 
 /** Files the trainer writes (stable values). @since v0.1 */
@@ -88,8 +122,9 @@ typedef enum elle_train_path {
     ELLE_TRAIN_PATH_FINAL_MODEL = 1, /**< "final_model": safetensors of the model after the
                                           last epoch */
     ELLE_TRAIN_PATH_BEST_MODEL = 2,  /**< "best_model": safetensors of the model at the epoch
-                                          of the highest validation accuracy so far (needs a
-                                          validation set) */
+                                          of the best validation accuracy so far (needs a
+                                          validation set): PGD accuracy when the PGD monitor
+                                          runs on it (pgd_val), clean accuracy otherwise */
     ELLE_TRAIN_PATH_LOG = 3          /**< "log": JSON lines, truncated when a fit starts */
 } elle_train_path;
 
@@ -101,8 +136,11 @@ typedef enum elle_train_event {
 
 /**
  * Metrics, read with elle_train_metrics_get (stable values; appended only).
- * The name is the key in the JSON lines. "step" events carry EPOCH .. TIME
- * and TOTAL_*; "epoch" events carry all but BATCH. @since v0.1
+ * The name is the key in the JSON lines. docs/training.md lists which
+ * records carry which: "step" events carry EPOCH .. TIME, TOTAL_*, WALL_TIME
+ * and, with a regularizer, REG_VALUE, LAMBDA, REG_MEAN, REG_STD and
+ * ELIN_ALARMS; "epoch" events carry the rest (all but BATCH, REG_MEAN and
+ * REG_STD) when they apply. @since v0.1
  */
 typedef enum elle_train_metric {
     ELLE_TRAIN_METRIC_EPOCH = 1,          /**< "epoch": 0-based epoch */
@@ -111,10 +149,13 @@ typedef enum elle_train_metric {
     ELLE_TRAIN_METRIC_BATCH = 3,          /**< "batch": 0-based batch index in the epoch (step
                                                events) */
     ELLE_TRAIN_METRIC_SAMPLES = 4,        /**< "samples": training samples in the batch / epoch */
-    ELLE_TRAIN_METRIC_LOSS = 5,           /**< "loss": mean training loss over the batch / the
-                                               epoch's samples */
-    ELLE_TRAIN_METRIC_TRAIN_ACC = 6,      /**< "train_acc": training accuracy in [0, 1] (only
-                                               with ELLE_TRAIN_PARAM_TRAIN_ACC) */
+    ELLE_TRAIN_METRIC_LOSS = 5,           /**< "loss": mean cross-entropy at the training
+                                               points (x_adv) over the batch / the epoch's
+                                               samples; regularizers not included */
+    ELLE_TRAIN_METRIC_TRAIN_ACC = 6,      /**< "train_acc": training accuracy in [0, 1] on the
+                                               training points (x_adv: accuracy against the
+                                               training attack), with
+                                               ELLE_TRAIN_PARAM_TRAIN_ACC */
     ELLE_TRAIN_METRIC_LR = 7,             /**< "lr": lr of the batch's first optimizer step
                                                (epoch: of the epoch's last batch) */
     ELLE_TRAIN_METRIC_MOMENTUM = 8,       /**< "momentum": its momentum, likewise */
@@ -127,11 +168,42 @@ typedef enum elle_train_metric {
     ELLE_TRAIN_METRIC_VAL_LOSS = 13,      /**< "val_loss": as test_loss on the validation set
                                                (only with a validation set) */
     ELLE_TRAIN_METRIC_VAL_ACC = 14,       /**< "val_acc": clean validation accuracy */
-    ELLE_TRAIN_METRIC_BEST_VAL_ACC = 15,  /**< "best_val_acc": highest val_acc so far */
+    ELLE_TRAIN_METRIC_BEST_VAL_ACC = 15,  /**< "best_val_acc": best validation accuracy so
+                                               far by the best-model criterion (pgd_val_acc
+                                               when measured, else val_acc) */
     ELLE_TRAIN_METRIC_BEST_VAL_EPOCH = 16, /**< "best_val_epoch": the epoch it was reached */
     ELLE_TRAIN_METRIC_EVAL_TIME = 17,     /**< "eval_time": seconds spent evaluating */
     ELLE_TRAIN_METRIC_TOTAL_EPOCHS = 18,  /**< "total_epochs": epochs of the run */
-    ELLE_TRAIN_METRIC_TOTAL_STEPS = 19    /**< "total_steps": training steps of the run */
+    ELLE_TRAIN_METRIC_TOTAL_STEPS = 19,   /**< "total_steps": training steps of the run */
+    ELLE_TRAIN_METRIC_PGD_TEST_ACC = 20,  /**< "pgd_test_acc": robust accuracy of the PGD
+                                               monitor on the first pgd_test_n test images,
+                                               correct / total */
+    ELLE_TRAIN_METRIC_PGD_VAL_ACC = 21,   /**< "pgd_val_acc": the same on the validation set
+                                               (pgd_val) */
+    ELLE_TRAIN_METRIC_CLEAN_TRAIN_ACC = 22, /**< "clean_train_acc": accuracy on the clean
+                                               training batches, from the extra clean forward
+                                               (extra_clean_forward) */
+    ELLE_TRAIN_METRIC_REG_VALUE = 23,     /**< "reg_value": the first regularizer's value R
+                                               (E_lin) of the step / its mean over the epoch */
+    ELLE_TRAIN_METRIC_LAMBDA = 24,        /**< "lambda": step: the lambda that weighted the
+                                               step's gradient; epoch: the current lambda at
+                                               its end (first regularizer) */
+    ELLE_TRAIN_METRIC_LAMBDA_MIN = 25,    /**< "lambda_min": smallest step lambda of the epoch */
+    ELLE_TRAIN_METRIC_LAMBDA_MEAN = 26,   /**< "lambda_mean": mean step lambda of the epoch */
+    ELLE_TRAIN_METRIC_LAMBDA_MAX = 27,    /**< "lambda_max": largest step lambda of the epoch */
+    ELLE_TRAIN_METRIC_LAMBDA_RESETS = 28, /**< "lambda_resets": the regularizer's detections
+                                               in the epoch (ELLE-A: resets to lambda_max) */
+    ELLE_TRAIN_METRIC_REG_MEAN = 29,      /**< "reg_mean": mean of the earlier values the
+                                               step's value was tested against (step) */
+    ELLE_TRAIN_METRIC_REG_STD = 30,       /**< "reg_std": their population std (step) */
+    ELLE_TRAIN_METRIC_ELIN_ALARMS = 31,   /**< "elin_alarms": steps of the batch / epoch whose
+                                               value exceeded reg_mean + co_k * reg_std
+                                               (0 or 1 for a step) */
+    ELLE_TRAIN_METRIC_CO_FLAG = 32,       /**< "co_flag": 1 when the epoch looks like
+                                               catastrophic overfitting: PGD accuracy below
+                                               (1 - co_drop) * its best while the training
+                                               accuracy is above that of the best epoch */
+    ELLE_TRAIN_METRIC_WALL_TIME = 33      /**< "wall_time": seconds since the fit started */
 } elle_train_metric;
 
 /**
@@ -190,6 +262,45 @@ ELLE_API const char *elle_train_path_name(elle_train_path which);
 ELLE_API int elle_train_path_from_name(const char *name, elle_train_path *out);
 
 /**
+ * Train against `attack` (borrowed; NULL = clean training, the default):
+ * every batch x is replaced by attack(x) for the training loss, the model in
+ * training mode (the attack's forwards update the BatchNorm running
+ * statistics, as the reference). The attack keeps its own parameters and
+ * random stream. ELLE_EINVAL when the attack was created on another model.
+ * @since v0.1
+ */
+ELLE_API int elle_trainer_set_attack(elle_trainer *t, elle_attack *attack);
+
+/** The training attack (borrowed), NULL for clean training or t NULL. @since v0.1 */
+ELLE_API elle_attack *elle_trainer_get_attack(const elle_trainer *t);
+
+/**
+ * Add a regularizer (borrowed), applied every step after the training
+ * loss's backward in the order added: elle_regularizer_apply(reg, x, y,
+ * x_adv) accumulates lambda * grad R (and runs its ELLE-A rule). The
+ * metrics report the first one's value and lambda. ELLE_EINVAL for NULL, a
+ * regularizer created on another model or one already added; ELLE_ENOMEM.
+ * @since v0.1
+ */
+ELLE_API int elle_trainer_add_regularizer(elle_trainer *t, elle_regularizer *reg);
+
+/** Number of regularizers added (-1 for NULL). @since v0.1 */
+ELLE_API int elle_trainer_num_regularizers(const elle_trainer *t);
+
+/** Remove every regularizer (they are not freed). @since v0.1 */
+ELLE_API int elle_trainer_clear_regularizers(elle_trainer *t);
+
+/**
+ * The attack of the per-epoch PGD monitor (borrowed; used as it is, in eval
+ * mode, through elle_attack_evaluate). NULL (the default) = the trainer's
+ * own PGD-20: steps 20, alpha = eps/8, one random start, clamp_image 1,
+ * seed = ELLE_TRAIN_PARAM_SEED, with eps of the training attack (else of
+ * the first regularizer; no monitor when neither exists). ELLE_EINVAL when
+ * the attack was created on another model. @since v0.1
+ */
+ELLE_API int elle_trainer_set_monitor_attack(elle_trainer *t, elle_attack *attack);
+
+/**
  * Call `fn(metrics, user_data)` on every `event`; a NULL fn removes the
  * callback. One callback per event kind. @since v0.1
  */
@@ -198,15 +309,20 @@ ELLE_API int elle_trainer_set_callback(elle_trainer *t, elle_train_event event,
 
 /**
  * Train the model for ELLE_TRAIN_PARAM_EPOCHS epochs on `train`, evaluating
- * clean accuracy on `test` and `val` after every epoch (either may be NULL).
- * Starts from the model's current weights and a zero momentum buffer. Sets
- * the training set's SEED and SHUFFLE parameters from the trainer's. Leaves
- * the model in eval mode.
+ * clean accuracy (and the PGD monitor) on `test` and `val` after every
+ * epoch (either may be NULL). Starts from the model's current weights and a
+ * zero momentum buffer; the attacks and regularizers continue from their
+ * current state (random streams, ELLE-A history). Sets the training set's
+ * SEED and SHUFFLE parameters from the trainer's. Reserves the model for
+ * the largest batch any stage needs: max(batch_size, eval_batch_size,
+ * elle_regularizer_batch_samples of each regularizer). Leaves the model in
+ * eval mode.
  *
  * Writes (when their paths are set) the JSON-lines log as it goes, the
- * best-validation model whenever val_acc strictly improves, and the final
- * model after the last epoch. Model files are written atomically and never
- * with non-finite values.
+ * best-validation model whenever the validation accuracy (PGD with
+ * pgd_val, else clean) strictly improves, and the final model after the
+ * last epoch. Model files are written atomically and never with
+ * non-finite values.
  *
  * Returns ELLE_OK; ELLE_EINVAL for NULL model or train, a best-model path
  * without a validation set, or a dataset whose labels exceed the model's

@@ -71,6 +71,11 @@ int elle_attack_get_kind(const elle_attack *a)
     return a ? (int)a->kind : -1;
 }
 
+elle_model *elle_attack_get_model(const elle_attack *a)
+{
+    return a ? a->model : NULL;
+}
+
 /* ---- lifetime ------------------------------------------------------------------- */
 
 int elle_attack_create(elle_attack **out, elle_model *model, elle_attack_kind kind)

@@ -184,6 +184,23 @@ int elle_model_zero_grad(elle_model *model)
     return net->be->ops->memzero(net->be, net->grads.base, net->param_bytes);
 }
 
+int elle_model_logits(const elle_model *model, int64_t n, float *logits_out)
+{
+    ELLE_CHECK_ARG(model != NULL);
+    ELLE_CHECK_ARG(logits_out != NULL);
+    const elle__net *net = &model->net;
+    if (net->last_n == 0)
+        ELLE_FAIL(ELLE_ESTATE, "elle_model_logits: no forward since the last elle_model_reserve");
+    if (n < 1 || n > net->last_n)
+        ELLE_FAIL(ELLE_EINVAL, "elle_model_logits: n = %lld outside [1, %lld] (the last "
+                               "forward's batch)",
+                  (long long)n, (long long)net->last_n);
+    elle__net *mut = (elle__net *)&model->net; /* elle__net_logits only computes a view */
+    elle__tensor z = elle__net_logits(mut, n);
+    return net->be->ops->copy_to_host(net->be, logits_out, z.data,
+                                      (size_t)elle__tensor_numel(&z) * sizeof(float));
+}
+
 int64_t elle_model_state_count(const elle_model *model)
 {
     return model ? model->net.n_states : 0;

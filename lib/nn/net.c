@@ -300,6 +300,7 @@ int elle__net_reserve(elle__net *net, int64_t max_batch)
                   (long long)max_batch);
     elle__arena_release(&net->acts);
     net->max_batch = 0;
+    net->last_n = 0;
     elle__arena_measure(&net->acts, net->be);
     ELLE_TRY(plan_all(net, &net->acts, max_batch));
     ELLE_TRY(elle__arena_commit(&net->acts));
@@ -314,6 +315,7 @@ int elle__net_reserve(elle__net *net, int64_t max_batch)
 
 int elle__net_forward(elle__net *net, int64_t n)
 {
+    net->last_n = 0; /* until the forward completes */
     for (int i = 0; i < net->n_layers; i++) {
         elle__layer *l = &net->layers[i];
         int rc = l->ops->forward(net, l, n);
@@ -323,6 +325,7 @@ int elle__net_forward(elle__net *net, int64_t n)
             return rc;
         }
     }
+    net->last_n = n;
     return ELLE_OK;
 }
 

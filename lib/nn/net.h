@@ -143,6 +143,7 @@ struct elle__net {
 
     elle__arena acts;    /* activations, gradients, layer buffers, scratch */
     int64_t max_batch;   /* 0 until reserved */
+    int64_t last_n;      /* batch of the last forward (0: none since the last reserve) */
     float *scratch_grad[2]; /* for accumulating a second gradient into a value */
     float *loss;    /* (max_batch) per-sample losses */
     float *coef;    /* (max_batch) d objective / d loss_i */

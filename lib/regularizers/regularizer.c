@@ -93,6 +93,11 @@ int elle_regularizer_get_kind(const elle_regularizer *reg)
     return reg ? reg->kind : -1;
 }
 
+elle_model *elle_regularizer_get_model(const elle_regularizer *reg)
+{
+    return reg ? reg->model : NULL;
+}
+
 const char *elle_regularizer_kind_name(elle_regularizer_kind kind)
 {
     const elle__regularizer_ops *ops = kind_ops((int)kind);

@@ -30,6 +30,20 @@ static const char *const metric_names[ELLE__TRAIN_N_METRICS] = {
     [ELLE_TRAIN_METRIC_EVAL_TIME] = "eval_time",
     [ELLE_TRAIN_METRIC_TOTAL_EPOCHS] = "total_epochs",
     [ELLE_TRAIN_METRIC_TOTAL_STEPS] = "total_steps",
+    [ELLE_TRAIN_METRIC_PGD_TEST_ACC] = "pgd_test_acc",
+    [ELLE_TRAIN_METRIC_PGD_VAL_ACC] = "pgd_val_acc",
+    [ELLE_TRAIN_METRIC_CLEAN_TRAIN_ACC] = "clean_train_acc",
+    [ELLE_TRAIN_METRIC_REG_VALUE] = "reg_value",
+    [ELLE_TRAIN_METRIC_LAMBDA] = "lambda",
+    [ELLE_TRAIN_METRIC_LAMBDA_MIN] = "lambda_min",
+    [ELLE_TRAIN_METRIC_LAMBDA_MEAN] = "lambda_mean",
+    [ELLE_TRAIN_METRIC_LAMBDA_MAX] = "lambda_max",
+    [ELLE_TRAIN_METRIC_LAMBDA_RESETS] = "lambda_resets",
+    [ELLE_TRAIN_METRIC_REG_MEAN] = "reg_mean",
+    [ELLE_TRAIN_METRIC_REG_STD] = "reg_std",
+    [ELLE_TRAIN_METRIC_ELIN_ALARMS] = "elin_alarms",
+    [ELLE_TRAIN_METRIC_CO_FLAG] = "co_flag",
+    [ELLE_TRAIN_METRIC_WALL_TIME] = "wall_time",
 };
 
 /* Metrics that count things: written to JSON as integers. */
@@ -43,6 +57,9 @@ static int metric_is_count(int key)
     case ELLE_TRAIN_METRIC_BEST_VAL_EPOCH:
     case ELLE_TRAIN_METRIC_TOTAL_EPOCHS:
     case ELLE_TRAIN_METRIC_TOTAL_STEPS:
+    case ELLE_TRAIN_METRIC_LAMBDA_RESETS:
+    case ELLE_TRAIN_METRIC_ELIN_ALARMS:
+    case ELLE_TRAIN_METRIC_CO_FLAG:
         return 1;
     default:
         return 0;
@@ -74,7 +91,7 @@ void elle__metrics_set(elle_train_metrics *m, elle_train_metric key, double valu
     if (!known((int)key))
         return;
     m->value[key] = value;
-    m->has |= UINT32_C(1) << (unsigned)key;
+    m->has |= UINT64_C(1) << (unsigned)key;
 }
 
 json_t *elle__metrics_json(const elle_train_metrics *m)
@@ -84,7 +101,7 @@ json_t *elle__metrics_json(const elle_train_metrics *m)
         return NULL;
     int bad = json_object_set_new(o, "event", json_string(elle__train_event_name(m->event)));
     for (int k = 1; k < ELLE__TRAIN_N_METRICS && !bad; k++) {
-        if (!(m->has & (UINT32_C(1) << (unsigned)k)))
+        if (!(m->has & (UINT64_C(1) << (unsigned)k)))
             continue;
         double v = m->value[k];
         json_t *j;
@@ -114,7 +131,7 @@ int elle_train_metrics_has(const elle_train_metrics *m, elle_train_metric key)
 {
     if (!m || !known((int)key))
         return 0;
-    return (m->has >> (unsigned)key) & 1u;
+    return (int)((m->has >> (unsigned)key) & 1u);
 }
 
 int elle_train_metrics_get(const elle_train_metrics *m, elle_train_metric key, double *out)

@@ -63,9 +63,15 @@ void elle__progress_finish(elle__progress *pb, const elle_train_metrics *m)
     if (elle_train_metrics_has(m, ELLE_TRAIN_METRIC_TEST_ACC) &&
         elle_train_metrics_get(m, ELLE_TRAIN_METRIC_TEST_ACC, &v) == 0)
         fprintf(stderr, " test_acc %.4f", v);
+    if (elle_train_metrics_has(m, ELLE_TRAIN_METRIC_PGD_TEST_ACC) &&
+        elle_train_metrics_get(m, ELLE_TRAIN_METRIC_PGD_TEST_ACC, &v) == 0)
+        fprintf(stderr, " pgd_test_acc %.4f", v);
     if (elle_train_metrics_has(m, ELLE_TRAIN_METRIC_VAL_ACC) &&
         elle_train_metrics_get(m, ELLE_TRAIN_METRIC_VAL_ACC, &v) == 0)
         fprintf(stderr, " val_acc %.4f", v);
+    if (elle_train_metrics_has(m, ELLE_TRAIN_METRIC_PGD_VAL_ACC) &&
+        elle_train_metrics_get(m, ELLE_TRAIN_METRIC_PGD_VAL_ACC, &v) == 0)
+        fprintf(stderr, " pgd_val_acc %.4f", v);
     fputc('\n', stderr);
     fflush(stderr);
 }

@@ -2,28 +2,38 @@
  * elle_trainer_fit: the training loop.
  *
  *   for each epoch e:
+ *       model in training mode
  *       for each batch b of the (shuffled, augmented) training set:
  *           zero the gradients
- *           stage: per-sample losses + their mean's gradient   (clean: one backward)
+ *           stage (train_stage):
+ *               x_adv = attack(x)                      (x without an attack)
+ *               per-sample CE at x_adv, ACCUMULATE the gradient of their mean
+ *               [train_acc: argmax of that forward's logits]
+ *               each regularizer: elle_regularizer_apply(x, y, x_adv)
+ *                                   ACCUMULATES lambda * grad R, runs ELLE-A
+ *               [extra_clean_forward: one more training-mode forward of x]
  *           stop with ELLE_ENUMERIC if the loss is NaN or infinite
- *           [train_acc: one more training-mode forward of the batch]
  *           steps_per_batch times: lr, momentum = schedule(step); optimizer step
  *           step metrics -> JSON line (log_every), step callback, progress bar
- *       evaluate (eval mode): clean loss and accuracy on the test and validation sets
- *       save the best-validation model when val_acc strictly improves
- *       epoch metrics -> JSON line, epoch callback
+ *       evaluate (eval mode): clean loss and accuracy on the test and
+ *           validation sets, the PGD monitor on pgd_test_n test images and
+ *           on the validation set (pgd_val)
+ *       save the best-validation model when its accuracy strictly improves
+ *       CO flag; epoch metrics -> JSON line, epoch callback
  *   save the final model
  *
  * All the computing goes through the public API (elle.h): datasets, model,
- * optimizer and schedule, so this file is a template users can copy and
- * adapt (STYLE.md §8.10). What it takes from the inside is only the trainer's
- * own plumbing: the struct and the metrics record (train_internal.h), and
- * elle__error_set / elle__error_prefix to leave a message for
- * elle_error_last() — a copy outside the library would report its own way.
+ * attacks, regularizers, optimizer and schedule, so this file is a template
+ * users can copy and adapt (STYLE.md §8.10). What it takes from the inside
+ * is only the trainer's own plumbing: the struct, the metrics record and the
+ * CO rules (train_internal.h), and elle__error_set / elle__error_prefix to
+ * leave a message for elle_error_last() — a copy outside the library would
+ * report its own way.
  *
- * Adversarial training plugs into one place, the per-batch stage (see
- * batch_stage below); everything else — schedule, optimizer steps, NaN
- * checks, evaluation, saving, metrics — stays as it is.
+ * Every stage runs in the model's training mode, so each forward — the
+ * attack's, the training loss's, the regularizer's 3B forward and the extra
+ * clean one — moves the BatchNorm running statistics once, in the
+ * reference's order (spec/reference-implementations.md §1.3).
  */
 #include <errno.h>
 #include <math.h>
@@ -41,6 +51,16 @@
 #define AUTO (-1.0)
 #define JSON_FLAGS (JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10))
 
+/* What one step's stage measured, for the step record. */
+typedef struct step_out {
+    int64_t correct;       /* argmax == y at the training points (want_acc) */
+    int64_t clean_correct; /* the same on the clean batch (extra_clean_forward) */
+    double reg_value;      /* first regularizer: its value R */
+    double lambda;         /* the lambda that weighted this step's gradient */
+    double reg_mean, reg_std; /* the statistics R was tested against */
+    int alarm;             /* R > reg_mean + co_k * reg_std (elle__co_elin_alarm) */
+} step_out;
+
 /* Everything one fit uses; allocated in fit_setup, released in fit_release. */
 typedef struct fit {
     elle_trainer *t;
@@ -49,7 +69,9 @@ typedef struct fit {
     elle_schedule *sched;
     int64_t c, h, w, classes;
     int64_t batch, eval_batch, steps_per_batch, epochs, batches_per_epoch, total_batches;
+    int want_acc, extra_clean;
     float *x;          /* (max(batch, eval_batch), C, H, W) */
+    float *x_adv;      /* (batch, C, H, W) the attack's points (with an attack) */
     int32_t *y;        /* (max(batch, eval_batch)) */
     float *loss;       /* (batch) per-sample training losses */
     float *logits;     /* (max(batch, eval_batch), classes) */
@@ -57,8 +79,15 @@ typedef struct fit {
     FILE *log;
     int64_t steps_done; /* training steps (batches) completed in this fit */
     int64_t epoch;      /* the current epoch */
-    double best_val;    /* highest val_acc so far (-1 before the first evaluation) */
+    double t_start;     /* now_s() when the fit started */
+    step_out so;        /* the current step's stage results */
+    /* the PGD monitor: the trainer's monitor attack, or own_monitor */
+    elle_attack *monitor, *own_monitor;
+    int64_t pgd_test_n; /* test images it runs on (0: off) */
+    int pgd_val;        /* runs on the validation set */
+    double best_val;    /* best validation accuracy by the criterion (-1 before) */
     int64_t best_epoch;
+    elle__co_state co;  /* the co_flag rule */
 } fit;
 
 static double now_s(void)
@@ -79,22 +108,78 @@ static int with_context(fit *f, int rc)
 
 /* ---- the per-batch stage ------------------------------------------------------ */
 
+/* Count of argmax(logits_i) == y_i over n samples (first maximum wins). */
+static int64_t count_correct(const float *logits, const int32_t *y, int64_t n, int64_t k)
+{
+    int64_t correct = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const float *z = logits + i * k;
+        int64_t arg = 0;
+        for (int64_t j = 1; j < k; j++)
+            if (z[j] > z[arg])
+                arg = j;
+        correct += arg == y[i];
+    }
+    return correct;
+}
+
 /*
  * The "loss and gradient" stage of one training step: given the batch in
  * f->x / f->y (n samples), write the n per-sample training losses into
- * loss_out and ACCUMULATE the gradient of the objective (their mean, plus
- * any regularizer) into the model's parameter gradients, which the loop has
- * zeroed. The model is in training mode.
- *
- * Clean training is a single elle_model_backward. Adversarial training
- * provides another stage (attack the batch, then the training loss and the
- * regularizers) and leaves the rest of the loop unchanged.
+ * loss_out, ACCUMULATE the gradient of the objective — the mean loss plus
+ * every regularizer — into the model's parameter gradients, which the loop
+ * has zeroed, and leave what it measured in f->so. The model is in training
+ * mode. This is the seam to change for another training method; the rest
+ * of the loop (schedule, optimizer steps, NaN checks, evaluation, saving,
+ * metrics) does not depend on it.
  */
 typedef int (*batch_stage)(fit *f, int64_t n, float *loss_out);
 
-static int clean_stage(fit *f, int64_t n, float *loss_out)
+static int train_stage(fit *f, int64_t n, float *loss_out)
 {
-    return elle_model_backward(f->model, f->x, f->y, n, loss_out, NULL);
+    elle_trainer *t = f->t;
+    step_out *so = &f->so;
+    const float *xt = f->x; /* the training points */
+    if (t->attack) {
+        ELLE_TRY(elle_attack_perturb(t->attack, f->x, f->y, n, f->x_adv));
+        xt = f->x_adv;
+    }
+    ELLE_TRY(elle_model_backward(f->model, xt, f->y, n, loss_out, NULL));
+    if (f->want_acc) {
+        /* the prediction at x_adv from the forward just run: no second pass */
+        ELLE_TRY(elle_model_logits(f->model, n, f->logits));
+        so->correct = count_correct(f->logits, f->y, n, f->classes);
+    }
+    /* a non-finite loss stops the loop before the update (it names the
+     * step); the regularizers would only fail on it with another message */
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(loss_out[i]))
+            return ELLE_OK;
+    for (int r = 0; r < t->n_regs; r++) {
+        elle_regularizer *reg = t->regs[r];
+        double count = 0, value = 0;
+        if (r == 0) {
+            /* what this step's value is tested against: the history before it */
+            ELLE_TRY(elle_regularizer_get_stat(reg, ELLE_REGULARIZER_STAT_COUNT, &count));
+            ELLE_TRY(elle_regularizer_get_stat(reg, ELLE_REGULARIZER_STAT_MEAN, &so->reg_mean));
+            ELLE_TRY(elle_regularizer_get_stat(reg, ELLE_REGULARIZER_STAT_STD, &so->reg_std));
+        }
+        ELLE_TRY(elle_regularizer_apply(reg, f->x, f->y, xt, n, &value));
+        if (r == 0) {
+            so->reg_value = value;
+            ELLE_TRY(elle_regularizer_get_stat(reg, ELLE_REGULARIZER_STAT_APPLIED_LAMBDA,
+                                               &so->lambda));
+            so->alarm = elle__co_elin_alarm((int64_t)count, so->reg_mean, so->reg_std, value,
+                                            t->p[ELLE_TRAIN_PARAM_CO_K]);
+        }
+    }
+    if (f->extra_clean) {
+        /* the reference's metric forward: training mode, so it also moves
+         * the BatchNorm running statistics */
+        ELLE_TRY(elle_model_forward(f->model, f->x, n, f->logits));
+        so->clean_correct = count_correct(f->logits, f->y, n, f->classes);
+    }
+    return ELLE_OK;
 }
 
 /* ---- output ---------------------------------------------------------------------- */
@@ -133,6 +218,60 @@ static int report(fit *f, const elle_train_metrics *m, int to_log)
                       (long long)f->steps_done);
     }
     return ELLE_OK;
+}
+
+/* {"kind": name, <param>: value, ...} of an attack, every parameter by name. */
+static json_t *attack_json(const elle_attack *a)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    int bad = json_object_set_new(
+        o, "kind", json_string(elle_attack_kind_name((elle_attack_kind)elle_attack_get_kind(a))));
+    for (int id = 1; id < 64 && !bad; id++) {
+        const char *name = elle_attack_param_name((elle_attack_param)id);
+        double v;
+        if (name && elle_attack_get_param(a, (elle_attack_param)id, &v) == ELLE_OK)
+            bad = json_object_set_new(o, name, json_real(v));
+    }
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* The same for a regularizer: the parameters its kind has. */
+static json_t *regularizer_json(const elle_regularizer *r)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    elle_regularizer_kind kind = (elle_regularizer_kind)elle_regularizer_get_kind(r);
+    int bad = json_object_set_new(o, "kind", json_string(elle_regularizer_kind_name(kind)));
+    for (int id = 1; id < 64 && !bad; id++) {
+        const char *name = elle_regularizer_param_name((elle_regularizer_param)id);
+        double v;
+        if (!name || elle_regularizer_param_bounds(kind, (elle_regularizer_param)id, NULL,
+                                                   NULL) != ELLE_OK)
+            continue; /* a parameter of another kind */
+        if (elle_regularizer_get_param(r, (elle_regularizer_param)id, &v) == ELLE_OK)
+            bad = json_object_set_new(o, name, json_real(v));
+    }
+    if (bad) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Parameters written as JSON reals (the others are counts and flags). */
+static int param_is_real(int id)
+{
+    return id == ELLE_TRAIN_PARAM_LR || id == ELLE_TRAIN_PARAM_MOMENTUM ||
+           id == ELLE_TRAIN_PARAM_BASE_MOMENTUM || id == ELLE_TRAIN_PARAM_UP_FRACTION ||
+           id == ELLE_TRAIN_PARAM_WEIGHT_DECAY || id == ELLE_TRAIN_PARAM_CO_DROP ||
+           id == ELLE_TRAIN_PARAM_CO_K;
 }
 
 /* The first line: what this run is, with every "auto" parameter resolved. */
@@ -187,14 +326,23 @@ static int write_config(fit *f)
         json_t *j;
         if (id == ELLE_TRAIN_PARAM_SCHEDULE)
             j = json_string(elle_schedule_kind_name((elle_schedule_kind)(int)v));
-        else if (v == floor(v) && fabs(v) < 9007199254740992.0 && id != ELLE_TRAIN_PARAM_LR &&
-                 id != ELLE_TRAIN_PARAM_MOMENTUM && id != ELLE_TRAIN_PARAM_BASE_MOMENTUM &&
-                 id != ELLE_TRAIN_PARAM_UP_FRACTION && id != ELLE_TRAIN_PARAM_WEIGHT_DECAY)
+        else if (v == floor(v) && fabs(v) < 9007199254740992.0 && !param_is_real(id))
             j = json_integer((json_int_t)v);
         else
             j = json_real(v);
         bad |= json_object_set_new(o, name, j);
     }
+    /* the composition: training attack, regularizers, PGD monitor */
+    bad |= json_object_set_new(o, "attack", t->attack ? attack_json(t->attack) : json_null());
+    json_t *regs = json_array();
+    bad |= regs == NULL;
+    for (int r = 0; r < t->n_regs && !bad; r++)
+        bad |= json_array_append_new(regs, regularizer_json(t->regs[r]));
+    bad |= json_object_set_new(o, "regularizers", regs);
+    bad |= json_object_set_new(o, "monitor", f->monitor ? attack_json(f->monitor) : json_null());
+    bad |= json_object_set_new(o, "best_by",
+                               f->val ? json_string(f->pgd_val ? "pgd_val_acc" : "val_acc")
+                                      : json_null());
     if (bad) {
         json_decref(o);
         ELLE_FAIL(ELLE_ENOMEM, "elle_trainer_fit: out of memory building a log line");
@@ -299,6 +447,17 @@ static int evaluate(fit *f, elle_dataset *d, const char *what, double *loss_out,
     return ELLE_OK;
 }
 
+/* Robust accuracy of the PGD monitor on the first n samples of d (0: all),
+ * correct / total, the model in eval mode (elle_attack_evaluate). */
+static int evaluate_pgd(fit *f, elle_dataset *d, int64_t n, double *acc_out)
+{
+    int64_t robust = 0, total = 0;
+    ELLE_TRY(with_context(f, elle_attack_evaluate(f->monitor, d, n, f->eval_batch, NULL, &robust,
+                                                  &total)));
+    *acc_out = total > 0 ? (double)robust / (double)total : 0.0;
+    return ELLE_OK;
+}
+
 /* ---- setup --------------------------------------------------------------------------------- */
 
 static int check_dataset(fit *f, elle_dataset *d, const char *what, int64_t batch)
@@ -348,6 +507,9 @@ static int fit_setup(fit *f)
     f->steps_per_batch = (int64_t)p[ELLE_TRAIN_PARAM_STEPS_PER_BATCH];
     f->best_val = -1.0;
     f->best_epoch = -1;
+    f->want_acc = p[ELLE_TRAIN_PARAM_TRAIN_ACC] != 0.0;
+    f->extra_clean = p[ELLE_TRAIN_PARAM_EXTRA_CLEAN_FORWARD] != 0.0;
+    elle__co_init(&f->co);
 
     if (t->path[ELLE_TRAIN_PATH_BEST_MODEL] && !f->val)
         ELLE_FAIL(ELLE_EINVAL, "elle_trainer_fit: a best-model path ('%s') needs a validation "
@@ -398,9 +560,46 @@ static int fit_setup(fit *f)
     ELLE_TRY(elle_optimizer_set_param(t->opt, ELLE_OPTIM_PARAM_NESTEROV,
                                       p[ELLE_TRAIN_PARAM_NESTEROV]));
 
-    /* every buffer now, none inside the loop */
+    /* the PGD monitor: the caller's, or PGD-20 at the training eps */
+    f->monitor = t->monitor;
+    int want_pgd_test = f->test && p[ELLE_TRAIN_PARAM_PGD_TEST_N] > 0;
+    int want_pgd_val = f->val && p[ELLE_TRAIN_PARAM_PGD_VAL] != 0.0;
+    if (!f->monitor && (want_pgd_test || want_pgd_val) && (t->attack || t->n_regs > 0)) {
+        double eps;
+        if (t->attack)
+            ELLE_TRY(elle_attack_get_param(t->attack, ELLE_ATTACK_PARAM_EPS, &eps));
+        else
+            ELLE_TRY(elle_regularizer_get_param(t->regs[0], ELLE_REGULARIZER_PARAM_EPS, &eps));
+        elle_attack *a = NULL;
+        ELLE_TRY(elle_attack_create(&a, model, ELLE_ATTACK_PGD));
+        f->own_monitor = a;
+        ELLE_TRY(elle_attack_set_param(a, ELLE_ATTACK_PARAM_EPS, eps));
+        ELLE_TRY(elle_attack_set_param(a, ELLE_ATTACK_PARAM_STEPS, 20));
+        ELLE_TRY(elle_attack_set_param(a, ELLE_ATTACK_PARAM_ALPHA, eps / 8.0));
+        ELLE_TRY(elle_attack_set_param(a, ELLE_ATTACK_PARAM_CLAMP_IMAGE, 1));
+        ELLE_TRY(elle_attack_set_param(a, ELLE_ATTACK_PARAM_SEED, p[ELLE_TRAIN_PARAM_SEED]));
+        f->monitor = a;
+    }
+    if (f->monitor) {
+        int64_t ts = f->test ? elle_dataset_size(f->test) : 0;
+        int64_t want = (int64_t)p[ELLE_TRAIN_PARAM_PGD_TEST_N];
+        f->pgd_test_n = want_pgd_test ? (want < ts ? want : ts) : 0;
+        f->pgd_val = want_pgd_val;
+    }
+
+    /* every buffer now, none inside the loop: the model holds the largest
+     * batch of any stage (a regularizer's forward: 3B for ELLE) */
     int64_t nmax = f->batch > f->eval_batch ? f->batch : f->eval_batch;
-    ELLE_TRY(elle_model_reserve(model, nmax));
+    int64_t reserve = nmax;
+    for (int r = 0; r < t->n_regs; r++) {
+        int64_t need = elle_regularizer_batch_samples(t->regs[r], f->batch);
+        if (need < 0)
+            ELLE_FAIL(ELLE_EINVAL, "elle_trainer_fit: regularizer %d cannot say its batch size",
+                      r);
+        if (need > reserve)
+            reserve = need;
+    }
+    ELLE_TRY(elle_model_reserve(model, reserve));
     int64_t largest = 1, count = elle_model_state_count(model);
     for (int64_t i = 0; i < count; i++) {
         int64_t d[4];
@@ -409,6 +608,8 @@ static int fit_setup(fit *f)
             largest = d[0] * d[1] * d[2] * d[3];
     }
     ELLE_TRY(alloc_array((void **)&f->x, nmax * f->c * f->h * f->w, sizeof(float)));
+    if (t->attack)
+        ELLE_TRY(alloc_array((void **)&f->x_adv, f->batch * f->c * f->h * f->w, sizeof(float)));
     ELLE_TRY(alloc_array((void **)&f->y, nmax, sizeof(int32_t)));
     ELLE_TRY(alloc_array((void **)&f->loss, f->batch, sizeof(float)));
     ELLE_TRY(alloc_array((void **)&f->logits, nmax * f->classes, sizeof(float)));
@@ -429,7 +630,9 @@ static void fit_release(fit *f)
     if (f->log)
         fclose(f->log);
     elle_schedule_free(f->sched);
+    elle_attack_free(f->own_monitor);
     free(f->x);
+    free(f->x_adv);
     free(f->y);
     free(f->loss);
     free(f->logits);
@@ -438,31 +641,23 @@ static void fit_release(fit *f)
 
 /* ---- the loop ------------------------------------------------------------------------------ */
 
-/* Count of argmax(logits_i) == y_i over n samples (first maximum wins). */
-static int64_t count_correct(const float *logits, const int32_t *y, int64_t n, int64_t k)
-{
-    int64_t correct = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const float *z = logits + i * k;
-        int64_t arg = 0;
-        for (int64_t j = 1; j < k; j++)
-            if (z[j] > z[arg])
-                arg = j;
-        correct += arg == y[i];
-    }
-    return correct;
-}
-
 static int run_epoch(fit *f, batch_stage stage)
 {
     elle_trainer *t = f->t;
-    const int want_acc = t->p[ELLE_TRAIN_PARAM_TRAIN_ACC] != 0.0;
+    const int want_acc = f->want_acc, has_reg = t->n_regs > 0;
     const int64_t log_every = (int64_t)t->p[ELLE_TRAIN_PARAM_LOG_EVERY];
     double loss_sum = 0.0, lr0 = 0.0, m0 = 0.0;
-    int64_t samples = 0, correct = 0;
+    int64_t samples = 0, correct = 0, clean_correct = 0;
+    /* the first regularizer over the epoch */
+    double reg_sum = 0.0, lam_sum = 0.0, lam_min = INFINITY, lam_max = -INFINITY;
+    double detections0 = 0.0, detections1 = 0.0, lambda_now = 0.0;
+    int64_t alarms = 0;
     elle__progress pb;
     elle_train_metrics m;
 
+    if (has_reg)
+        ELLE_TRY(elle_regularizer_get_stat(t->regs[0], ELLE_REGULARIZER_STAT_DETECTIONS,
+                                           &detections0));
     elle__progress_start(&pb, t->p[ELLE_TRAIN_PARAM_PROGRESS] != 0.0, f->epoch, f->epochs,
                          f->batches_per_epoch);
     ELLE_TRY(with_context(f, elle_model_set_training(f->model, 1)));
@@ -473,6 +668,7 @@ static int run_epoch(fit *f, batch_stage stage)
         ELLE_TRY(with_context(f, elle_dataset_batch(f->train, f->epoch, b, f->batch, f->x, f->y,
                                                     &n)));
         ELLE_TRY(with_context(f, elle_model_zero_grad(f->model)));
+        memset(&f->so, 0, sizeof f->so);
         ELLE_TRY(with_context(f, stage(f, n, f->loss)));
         double batch_loss = 0.0;
         for (int64_t i = 0; i < n; i++)
@@ -484,11 +680,6 @@ static int run_epoch(fit *f, batch_stage stage)
                                      "(epoch %lld, batch %lld); stopped before the update, "
                                      "nothing saved from here on",
                       batch_loss, (long long)f->steps_done + 1, (long long)f->epoch, (long long)b);
-        int64_t batch_correct = 0;
-        if (want_acc) {
-            ELLE_TRY(with_context(f, elle_model_forward(f->model, f->x, n, f->logits)));
-            batch_correct = count_correct(f->logits, f->y, n, f->classes);
-        }
         /* steps_per_batch updates from the same gradient; the schedule moves
          * between them (elle_schedule_at decides what each step sees) */
         int64_t batch_index = f->epoch * f->batches_per_epoch + b;
@@ -506,9 +697,18 @@ static int run_epoch(fit *f, batch_stage stage)
             ELLE_TRY(with_context(f, elle_optimizer_step(t->opt)));
         }
         f->steps_done++;
+        const step_out *so = &f->so;
         loss_sum += batch_loss * (double)n;
         samples += n;
-        correct += batch_correct;
+        correct += so->correct;
+        clean_correct += so->clean_correct;
+        if (has_reg) {
+            reg_sum += so->reg_value;
+            lam_sum += so->lambda;
+            lam_min = so->lambda < lam_min ? so->lambda : lam_min;
+            lam_max = so->lambda > lam_max ? so->lambda : lam_max;
+            alarms += so->alarm;
+        }
 
         elle__metrics_clear(&m, ELLE_TRAIN_EVENT_STEP);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_EPOCH, (double)f->epoch);
@@ -517,33 +717,64 @@ static int run_epoch(fit *f, batch_stage stage)
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_SAMPLES, (double)n);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_LOSS, batch_loss);
         if (want_acc)
-            elle__metrics_set(&m, ELLE_TRAIN_METRIC_TRAIN_ACC, (double)batch_correct / (double)n);
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_TRAIN_ACC, (double)so->correct / (double)n);
+        if (f->extra_clean)
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_CLEAN_TRAIN_ACC,
+                              (double)so->clean_correct / (double)n);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_LR, lr0);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_MOMENTUM, m0);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_TIME, now_s() - t_step);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_TOTAL_EPOCHS, (double)f->epochs);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_TOTAL_STEPS, (double)f->total_batches);
+        if (has_reg) {
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_REG_VALUE, so->reg_value);
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_LAMBDA, so->lambda);
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_REG_MEAN, so->reg_mean);
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_REG_STD, so->reg_std);
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_ELIN_ALARMS, (double)so->alarm);
+        }
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_WALL_TIME, now_s() - f->t_start);
         ELLE_TRY(report(f, &m, log_every > 0 && f->steps_done % log_every == 0));
         elle__progress_step(&pb, b + 1, batch_loss, lr0);
     }
     double train_time = now_s() - t_epoch;
+    if (has_reg) {
+        ELLE_TRY(elle_regularizer_get_stat(t->regs[0], ELLE_REGULARIZER_STAT_DETECTIONS,
+                                           &detections1));
+        ELLE_TRY(elle_regularizer_get_stat(t->regs[0], ELLE_REGULARIZER_STAT_LAMBDA,
+                                           &lambda_now));
+    }
 
     /* evaluation, eval mode */
     double t_eval = now_s(), test_loss = 0, test_acc = 0, val_loss = 0, val_acc = 0;
+    double pgd_test = 0, pgd_val = 0;
     ELLE_TRY(with_context(f, elle_model_set_training(f->model, 0)));
     if (f->test)
         ELLE_TRY(evaluate(f, f->test, "test", &test_loss, &test_acc));
+    if (f->pgd_test_n > 0)
+        ELLE_TRY(evaluate_pgd(f, f->test, f->pgd_test_n, &pgd_test));
     if (f->val) {
         ELLE_TRY(evaluate(f, f->val, "validation", &val_loss, &val_acc));
-        /* strictly better, as the reference's val_best */
-        if (val_acc > f->best_val) {
-            f->best_val = val_acc;
+        if (f->pgd_val)
+            ELLE_TRY(evaluate_pgd(f, f->val, 0, &pgd_val));
+        /* strictly better, as the reference's val_best (by PGD-20 there) */
+        double crit = f->pgd_val ? pgd_val : val_acc;
+        if (crit > f->best_val) {
+            f->best_val = crit;
             f->best_epoch = f->epoch;
             if (t->path[ELLE_TRAIN_PATH_BEST_MODEL])
                 ELLE_TRY(save_model(f, t->path[ELLE_TRAIN_PATH_BEST_MODEL], "best model"));
         }
     }
     double eval_time = now_s() - t_eval;
+    double train_acc = samples > 0 ? (double)correct / (double)samples : 0.0;
+    /* the CO flag needs a PGD accuracy (test, else validation) and the
+     * training accuracy against the training attack */
+    int have_pgd = f->pgd_test_n > 0 || f->pgd_val;
+    int co_flag = 0;
+    if (have_pgd && want_acc)
+        co_flag = elle__co_epoch(&f->co, f->epoch, f->pgd_test_n > 0 ? pgd_test : pgd_val,
+                                 train_acc, t->p[ELLE_TRAIN_PARAM_CO_DROP]);
 
     elle__metrics_clear(&m, ELLE_TRAIN_EVENT_EPOCH);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_EPOCH, (double)f->epoch);
@@ -551,7 +782,10 @@ static int run_epoch(fit *f, batch_stage stage)
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_SAMPLES, (double)samples);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_LOSS, loss_sum / (double)samples);
     if (want_acc)
-        elle__metrics_set(&m, ELLE_TRAIN_METRIC_TRAIN_ACC, (double)correct / (double)samples);
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_TRAIN_ACC, train_acc);
+    if (f->extra_clean)
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_CLEAN_TRAIN_ACC,
+                          (double)clean_correct / (double)samples);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_LR, lr0);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_MOMENTUM, m0);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_TIME, train_time);
@@ -561,15 +795,32 @@ static int run_epoch(fit *f, batch_stage stage)
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_TEST_LOSS, test_loss);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_TEST_ACC, test_acc);
     }
+    if (f->pgd_test_n > 0)
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_PGD_TEST_ACC, pgd_test);
     if (f->val) {
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_VAL_LOSS, val_loss);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_VAL_ACC, val_acc);
+        if (f->pgd_val)
+            elle__metrics_set(&m, ELLE_TRAIN_METRIC_PGD_VAL_ACC, pgd_val);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_BEST_VAL_ACC, f->best_val);
         elle__metrics_set(&m, ELLE_TRAIN_METRIC_BEST_VAL_EPOCH, (double)f->best_epoch);
     }
+    if (has_reg) {
+        double steps = (double)f->batches_per_epoch;
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_REG_VALUE, reg_sum / steps);
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_LAMBDA, lambda_now);
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_LAMBDA_MIN, lam_min);
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_LAMBDA_MEAN, lam_sum / steps);
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_LAMBDA_MAX, lam_max);
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_LAMBDA_RESETS, detections1 - detections0);
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_ELIN_ALARMS, (double)alarms);
+    }
+    if (have_pgd && want_acc)
+        elle__metrics_set(&m, ELLE_TRAIN_METRIC_CO_FLAG, (double)co_flag);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_EVAL_TIME, eval_time);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_TOTAL_EPOCHS, (double)f->epochs);
     elle__metrics_set(&m, ELLE_TRAIN_METRIC_TOTAL_STEPS, (double)f->total_batches);
+    elle__metrics_set(&m, ELLE_TRAIN_METRIC_WALL_TIME, now_s() - f->t_start);
     t->last_epoch = m;
     elle__progress_finish(&pb, &m);
     return report(f, &m, 1);
@@ -586,9 +837,10 @@ int elle_trainer_fit(elle_trainer *t, elle_dataset *train, elle_dataset *test, e
     f.train = train;
     f.test = test;
     f.val = val;
+    f.t_start = now_s();
     elle__metrics_clear(&t->last_epoch, 0);
 
-    batch_stage stage = clean_stage;
+    batch_stage stage = train_stage;
     int rc = fit_setup(&f);
     for (f.epoch = 0; rc == ELLE_OK && f.epoch < f.epochs; f.epoch++)
         rc = run_epoch(&f, stage);

@@ -26,9 +26,14 @@ static const elle__param_spec train_params[] = {
     {ELLE_TRAIN_PARAM_STEPS_PER_BATCH, "steps_per_batch", 1.0, 2.0, 1, 1},
     {ELLE_TRAIN_PARAM_SEED, "seed", 0.0, 9007199254740991.0, 1, 0},
     {ELLE_TRAIN_PARAM_SHUFFLE, "shuffle", 0.0, 1.0, 1, 1},
-    {ELLE_TRAIN_PARAM_TRAIN_ACC, "train_acc", 0.0, 1.0, 1, 0},
+    {ELLE_TRAIN_PARAM_TRAIN_ACC, "train_acc", 0.0, 1.0, 1, 1},
     {ELLE_TRAIN_PARAM_LOG_EVERY, "log_every", 0.0, 1e9, 1, 0},
     {ELLE_TRAIN_PARAM_PROGRESS, "progress", 0.0, 1.0, 1, 0},
+    {ELLE_TRAIN_PARAM_EXTRA_CLEAN_FORWARD, "extra_clean_forward", 0.0, 1.0, 1, 0},
+    {ELLE_TRAIN_PARAM_PGD_TEST_N, "pgd_test_n", 0.0, 2147483647.0, 1, 1000},
+    {ELLE_TRAIN_PARAM_PGD_VAL, "pgd_val", 0.0, 1.0, 1, 1},
+    {ELLE_TRAIN_PARAM_CO_DROP, "co_drop", 0.0, 1.0, 0, 0.5},
+    {ELLE_TRAIN_PARAM_CO_K, "co_k", 0.0, 1e6, 0, 2},
 };
 #define N_SPECS (sizeof train_params / sizeof train_params[0])
 
@@ -65,6 +70,7 @@ void elle_trainer_free(elle_trainer *t)
     elle_optimizer_free(t->opt);
     for (int i = 0; i < ELLE__TRAIN_N_PATHS; i++)
         free(t->path[i]);
+    free(t->regs);
     free(t);
 }
 
@@ -192,4 +198,72 @@ const elle_train_metrics *elle_trainer_last_epoch(const elle_trainer *t)
     if (!t || t->last_epoch.event != ELLE_TRAIN_EVENT_EPOCH)
         return NULL;
     return &t->last_epoch;
+}
+
+/* ---- composition: the training attack, regularizers and the PGD monitor ---- */
+
+int elle_trainer_set_attack(elle_trainer *t, elle_attack *attack)
+{
+    ELLE_CHECK_ARG(t != NULL);
+    if (attack && elle_attack_get_model(attack) != t->model)
+        ELLE_FAIL(ELLE_EINVAL, "elle_trainer_set_attack: the %s attack was created on another "
+                               "model than the trainer's",
+                  elle_attack_kind_name((elle_attack_kind)elle_attack_get_kind(attack)));
+    t->attack = attack;
+    return ELLE_OK;
+}
+
+elle_attack *elle_trainer_get_attack(const elle_trainer *t)
+{
+    return t ? t->attack : NULL;
+}
+
+int elle_trainer_add_regularizer(elle_trainer *t, elle_regularizer *reg)
+{
+    ELLE_CHECK_ARG(t != NULL);
+    ELLE_CHECK_ARG(reg != NULL);
+    const char *kind = elle_regularizer_kind_name(
+        (elle_regularizer_kind)elle_regularizer_get_kind(reg));
+    if (elle_regularizer_get_model(reg) != t->model)
+        ELLE_FAIL(ELLE_EINVAL, "elle_trainer_add_regularizer: the %s regularizer was created on "
+                               "another model than the trainer's",
+                  kind);
+    for (int i = 0; i < t->n_regs; i++)
+        if (t->regs[i] == reg)
+            ELLE_FAIL(ELLE_EINVAL, "elle_trainer_add_regularizer: this %s regularizer is "
+                                   "already regularizer %d of the trainer",
+                      kind, i);
+    if (t->n_regs == t->cap_regs) {
+        int cap = t->cap_regs ? 2 * t->cap_regs : 4;
+        elle_regularizer **p = realloc(t->regs, (size_t)cap * sizeof *p);
+        if (!p)
+            ELLE_FAIL(ELLE_ENOMEM, "elle_trainer_add_regularizer: out of memory");
+        t->regs = p;
+        t->cap_regs = cap;
+    }
+    t->regs[t->n_regs++] = reg;
+    return ELLE_OK;
+}
+
+int elle_trainer_num_regularizers(const elle_trainer *t)
+{
+    return t ? t->n_regs : -1;
+}
+
+int elle_trainer_clear_regularizers(elle_trainer *t)
+{
+    ELLE_CHECK_ARG(t != NULL);
+    t->n_regs = 0;
+    return ELLE_OK;
+}
+
+int elle_trainer_set_monitor_attack(elle_trainer *t, elle_attack *attack)
+{
+    ELLE_CHECK_ARG(t != NULL);
+    if (attack && elle_attack_get_model(attack) != t->model)
+        ELLE_FAIL(ELLE_EINVAL, "elle_trainer_set_monitor_attack: the %s attack was created on "
+                               "another model than the trainer's",
+                  elle_attack_kind_name((elle_attack_kind)elle_attack_get_kind(attack)));
+    t->monitor = attack;
+    return ELLE_OK;
 }

@@ -512,6 +512,7 @@ static void test_model_null_handles(void **state)
     assert_status(elle_model_input_grad(NULL, buf, labels, 1, buf, NULL), ELLE_EINVAL);
     assert_status(elle_model_backward(NULL, buf, labels, 1, NULL, NULL), ELLE_EINVAL);
     assert_status(elle_model_zero_grad(NULL), ELLE_EINVAL);
+    assert_status(elle_model_logits(NULL, 1, buf), ELLE_EINVAL);
     assert_true(elle_model_state_count(NULL) <= 0);
     assert_status(elle_model_state_info(NULL, 0, &name, &kind, &ndim, dims), ELLE_EINVAL);
     assert_status(elle_model_state_get(NULL, 0, buf), ELLE_EINVAL);
@@ -569,6 +570,7 @@ static void test_model_before_reserve(void **state)
     assert_status(elle_model_forward(f->model, x, 1, logits), ELLE_ESTATE);
     assert_status(elle_model_input_grad(f->model, x, labels, 1, dx, loss), ELLE_ESTATE);
     assert_status(elle_model_backward(f->model, x, labels, 1, loss, dx), ELLE_ESTATE);
+    assert_status(elle_model_logits(f->model, 1, logits), ELLE_ESTATE); /* no forward */
     free(x);
     free(dx);
 }
@@ -630,6 +632,14 @@ static void test_model_batch_errors(void **state)
     assert_ok(elle_model_zero_grad(f->model));
     assert_ok(elle_model_backward(f->model, x, labels, max, NULL, NULL));
     assert_ok(elle_model_backward(f->model, x, labels, 1, loss, NULL));
+    /* the last forward's logits: rows 1 .. its batch (1 here) */
+    assert_ok(elle_model_logits(f->model, 1, logits));
+    assert_status(elle_model_logits(f->model, 2, logits), ELLE_EINVAL);
+    assert_status(elle_model_logits(f->model, 0, logits), ELLE_EINVAL);
+    assert_status(elle_model_logits(f->model, 1, NULL), ELLE_EINVAL);
+    /* a re-reserve discards them */
+    assert_ok(elle_model_reserve(f->model, max));
+    assert_status(elle_model_logits(f->model, 1, logits), ELLE_ESTATE);
     free(x);
     free(dx);
 }

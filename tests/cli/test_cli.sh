@@ -42,6 +42,34 @@ expect 1 "cannot open" -- "$elle" train --dataset cifar10 --data "$tmp/nowhere" 
 expect 1 "cuda" -- "$elle" train --backend cuda --out "$tmp/o"
 expect 2 "unknown model parameter" -- "$elle" train --model-param frobs=3 --dataset mnist --data "$tmp" --out "$tmp/o"
 expect 2 "--weights FILE is required" -- "$elle" eval
+# adversarial training flags: bad values are usage errors before any data is read
+expect 2 "--method wants" -- "$elle" train --method bogus
+expect 2 "--method wants" -- "$elle" train --method pgd-x
+expect 2 "--method wants" -- "$elle" train --method elle+fgsm
+expect 2 "--method wants" -- "$elle" train --method pgd-10-2
+expect 2 "--eps wants" -- "$elle" train --method fgsm --eps 2
+expect 2 "--eps wants" -- "$elle" train --method fgsm --eps 8/0
+expect 2 "--alpha wants" -- "$elle" train --method fgsm --alpha 0
+expect 2 "needs a method with an attack" -- "$elle" train --alpha 2/255
+expect 2 "--lambda sets" -- "$elle" train --method elle-a --lambda 5
+expect 2 "--lambda-max sets" -- "$elle" train --method elle --lambda-max 5
+expect 2 "--lambda wants" -- "$elle" train --method elle --lambda -1
+expect 2 "unknown attack parameter 'foo'" -- "$elle" train --method fgsm --attack-param foo=1
+expect 2 "outside" -- "$elle" train --method fgsm --attack-param eps=3
+expect 2 "NAME=NUMBER" -- "$elle" train --method elle --reg-param sensitivity
+expect 2 "unknown regularizer parameter" -- "$elle" train --method elle --reg-param steps=3
+expect 2 "needs a method with a regularizer" -- "$elle" train --method fgsm --reg-param window=1
+expect 2 "--preset wants paper" -- "$elle" train --preset fast
+expect 2 "--pgd-test-n wants" -- "$elle" train --pgd-test-n -1
+expect 2 "--pgd-val wants" -- "$elle" train --pgd-val 2
+expect 0 "--method NAME" -- "$elle" train --help
+expect 2 "--attack wants" -- "$elle" eval --weights x --attack pgd
+expect 2 "--attack wants" -- "$elle" eval --weights x --attack pgd-0
+expect 2 "--attack wants" -- "$elle" eval --weights x --attack rs-fgsm
+expect 2 "--eps wants" -- "$elle" eval --weights x --attack pgd-20 --eps 1.5
+expect 2 "needs --attack" -- "$elle" eval --weights x --alpha 0.01
+expect 2 "unknown attack parameter" -- "$elle" eval --weights x --attack pgd-20 --attack-param k=1
+expect 0 "--attack NAME" -- "$elle" eval --help
 expect 0 "--batch" -- "$elle" bench --help
 
 # A tiny MNIST-shaped data set: class k images are bright in row band k.
@@ -76,6 +104,55 @@ expect 0 "clean accuracy" -- "$elle" eval --dataset mnist --data "$tmp/data" \
 acc=$(sed -n 's/.*= \([0-9.]*\)%.*/\1/p' "$tmp/out")
 "$python" -c "import sys; sys.exit(0 if float('$acc') >= 90 else 1)" ||
     { echo "FAIL: eval accuracy $acc% < 90%"; fail=1; }
+
+# a tiny ELLE-A run: FGSM + ELLE-A at 8/255, the PGD-20 monitor, lambda in the log
+expect 0 "PGD-20 accuracy" -- "$elle" train --dataset mnist --data "$tmp/data" \
+    --method elle-a --eps 8/255 --epochs 2 --batch 32 --val-size 32 --lr 0.05 \
+    --pgd-test-n 50 --log-every 3 --out "$tmp/adv" --threads 1
+for key in reg_value lambda reg_mean reg_std elin_alarms; do
+    grep '"event": "step"' "$tmp/adv/log.jsonl" | grep -q "\"$key\"" ||
+        { echo "FAIL: the step lines of the elle-a log lack $key"; fail=1; }
+done
+for key in pgd_test_acc pgd_val_acc lambda_min lambda_mean lambda_max lambda_resets co_flag; do
+    grep '"event": "epoch"' "$tmp/adv/log.jsonl" | grep -q "\"$key\"" ||
+        { echo "FAIL: the epoch lines of the elle-a log lack $key"; fail=1; }
+done
+grep -q '"kind": "elle"' "$tmp/adv/log.jsonl" || { echo "FAIL: config lacks the regularizer"; fail=1; }
+grep -q '"best_by": "pgd_val_acc"' "$tmp/adv/log.jsonl" || { echo "FAIL: config lacks best_by"; fail=1; }
+for key in '"method": "elle-a"' '"eps": 0.0313725' '"pgd_test_acc"' '"test_acc"'; do
+    grep -q "$key" "$tmp/adv/summary.json" || { echo "FAIL: summary.json lacks $key"; fail=1; }
+done
+# --preset paper: the reference's quirks in the config line, an explicit flag wins
+expect 0 "preset paper" -- "$elle" train --dataset mnist --data "$tmp/data" \
+    --method n-fgsm+elle-a --preset paper --epochs 1 --batch 32 --val-size 32 \
+    --out "$tmp/paper" --threads 1
+head -n 1 "$tmp/paper/log.jsonl" >"$tmp/config"
+for key in '"steps_per_batch": 2' '"extra_clean_forward": 1' '"cycle_momentum": 1' \
+    '"epochs": 1' '"pgd_test_n": 100' '"lr": 0.2' '"kind": "n-fgsm"' '"noise_mult": 2' \
+    '"clamp_image": 0' '"lambda_max": 4000'; do
+    grep -q "$key" "$tmp/config" || { echo "FAIL: --preset paper config lacks $key"; fail=1; }
+done
+grep -q '"clean_train_acc"' "$tmp/paper/summary.json" ||
+    { echo "FAIL: --preset paper summary lacks clean_train_acc"; fail=1; }
+grep -q '"preset": "paper"' "$tmp/paper/summary.json" ||
+    { echo "FAIL: summary.json lacks the preset"; fail=1; }
+# a value the regularizer refuses is a usage error too
+expect 2 "points" -- "$elle" train --dataset mnist --data "$tmp/data" --method elle \
+    --reg-param points=4 --val-size 0 --out "$tmp/o" --threads 1
+# robust accuracy of that model: PGD-20 (alpha eps/8), PGD-K-R, FGSM; robust <= clean
+expect 0 "robust accuracy" -- "$elle" eval --dataset mnist --data "$tmp/data" \
+    --weights "$tmp/adv/model.safetensors" --attack pgd-20 --eps 8/255 --threads 1
+grep -q "pgd-20 (eps 0.0313725, alpha 0.00392157)" "$tmp/out" || { echo "FAIL: pgd-20 alpha is not eps/8"; fail=1; }
+clean=$(sed -n 's/.*clean accuracy \([0-9]*\)\/.*/\1/p' "$tmp/out")
+robust=$(sed -n 's/.*robust accuracy \([0-9]*\)\/.*/\1/p' "$tmp/out")
+[ -n "$clean" ] && [ -n "$robust" ] && [ "$robust" -le "$clean" ] ||
+    { echo "FAIL: robust '$robust' vs clean '$clean'"; fail=1; }
+expect 0 "alpha 0.00784314): robust accuracy" -- "$elle" eval --dataset mnist --data "$tmp/data" \
+    --weights "$tmp/adv/model.safetensors" --attack pgd-5-2 --n 40 --threads 1
+grep -q "/40 = " "$tmp/out" || { echo "FAIL: --n 40 not honoured"; fail=1; }
+expect 0 "fgsm (eps 0.1, alpha 0.1): robust accuracy" -- "$elle" eval --dataset mnist \
+    --data "$tmp/data" --weights "$tmp/adv/model.safetensors" --attack fgsm --eps 0.1 --threads 1
+
 # a model of another width does not load: a clear error, exit 1
 expect 1 "conv1.weight" -- "$elle" eval --dataset mnist --data "$tmp/data" \
     --weights "$tmp/run/model.safetensors" --model-param width=8

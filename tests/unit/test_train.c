@@ -651,6 +651,22 @@ static void test_params_and_errors(void **state)
     assert_true(v == -1); /* auto */
     assert_elle_ok(elle_trainer_get_param(t, ELLE_TRAIN_PARAM_STEPS_PER_BATCH, &v));
     assert_true(v == 1);
+    assert_elle_ok(elle_trainer_get_param(t, ELLE_TRAIN_PARAM_TRAIN_ACC, &v));
+    assert_true(v == 1);
+    assert_elle_ok(elle_trainer_get_param(t, ELLE_TRAIN_PARAM_EXTRA_CLEAN_FORWARD, &v));
+    assert_true(v == 0);
+    assert_elle_ok(elle_trainer_get_param(t, ELLE_TRAIN_PARAM_PGD_TEST_N, &v));
+    assert_true(v == 1000);
+    assert_elle_ok(elle_trainer_get_param(t, ELLE_TRAIN_PARAM_PGD_VAL, &v));
+    assert_true(v == 1);
+    assert_elle_ok(elle_trainer_get_param(t, ELLE_TRAIN_PARAM_CO_DROP, &v));
+    assert_true(v == 0.5);
+    assert_elle_ok(elle_trainer_get_param(t, ELLE_TRAIN_PARAM_CO_K, &v));
+    assert_true(v == 2);
+    assert_elle_status(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_CO_DROP, 1.5), ELLE_EINVAL);
+    assert_elle_status(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_PGD_TEST_N, 2.5), ELLE_EINVAL);
+    assert_elle_status(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_PGD_VAL, 2), ELLE_EINVAL);
+    assert_elle_status(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_CO_K, -1), ELLE_EINVAL);
     /* bounds, NaN, integers, auto */
     assert_elle_ok(elle_trainer_param_bounds(ELLE_TRAIN_PARAM_STEPS_PER_BATCH, &lo, &hi));
     assert_true(lo == 1 && hi == 2);
@@ -663,12 +679,12 @@ static void test_params_and_errors(void **state)
     assert_elle_status(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_MOMENTUM, 1.5), ELLE_EINVAL);
     assert_elle_status(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_SCHEDULE, 4), ELLE_EINVAL);
     assert_elle_status(elle_trainer_set_param(t, (elle_train_param)0, 1), ELLE_EINVAL);
-    assert_elle_status(elle_trainer_get_param(t, (elle_train_param)18, &v), ELLE_EINVAL);
+    assert_elle_status(elle_trainer_get_param(t, (elle_train_param)23, &v), ELLE_EINVAL);
     assert_elle_status(elle_trainer_param_bounds((elle_train_param)99, &lo, &hi), ELLE_EINVAL);
     assert_elle_ok(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_LR, 0.3));
     assert_elle_ok(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_LR, -1)); /* back to auto */
     /* names both ways, for the CLI's --lr and friends */
-    for (int id = 1; id <= 17; id++) {
+    for (int id = 1; id <= 22; id++) {
         const char *name = elle_trainer_param_name((elle_train_param)id);
         assert_non_null(name);
         elle_train_param back;
@@ -679,7 +695,7 @@ static void test_params_and_errors(void **state)
     assert_elle_ok(elle_trainer_param_from_name("lr", &p));
     assert_int_equal(p, ELLE_TRAIN_PARAM_LR);
     assert_elle_status(elle_trainer_param_from_name("learning-rate", &p), ELLE_EINVAL);
-    assert_null(elle_trainer_param_name((elle_train_param)18));
+    assert_null(elle_trainer_param_name((elle_train_param)23));
     /* paths */
     assert_null(elle_trainer_get_path(t, ELLE_TRAIN_PATH_LOG));
     assert_elle_ok(elle_trainer_set_path(t, ELLE_TRAIN_PATH_LOG, "x.jsonl"));
@@ -696,7 +712,7 @@ static void test_params_and_errors(void **state)
     assert_elle_status(elle_trainer_set_callback(t, (elle_train_event)5, on_epoch_stop, NULL),
                        ELLE_EINVAL);
     /* metrics names */
-    for (int id = 1; id <= 19; id++) {
+    for (int id = 1; id <= 33; id++) {
         const char *name = elle_train_metric_name((elle_train_metric)id);
         assert_non_null(name);
         elle_train_metric back;
@@ -705,7 +721,7 @@ static void test_params_and_errors(void **state)
     }
     elle_train_metric mk;
     assert_elle_status(elle_train_metric_from_name("accuracy", &mk), ELLE_EINVAL);
-    assert_null(elle_train_metric_name((elle_train_metric)20));
+    assert_null(elle_train_metric_name((elle_train_metric)34));
     assert_null(elle_trainer_last_epoch(t));
     assert_int_equal(elle_train_metrics_event(NULL), -1);
     assert_int_equal(elle_train_metrics_has(NULL, ELLE_TRAIN_METRIC_LOSS), 0);

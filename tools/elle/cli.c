@@ -215,3 +215,74 @@ done:
     elle_model_config_free(cfg);
     return code;
 }
+
+int cli_parse_kv(const char *s, char *name, size_t size, double *value)
+{
+    const char *eq = s ? strchr(s, '=') : NULL;
+    if (!eq || eq == s || (size_t)(eq - s) >= size)
+        return -1;
+    memcpy(name, s, (size_t)(eq - s));
+    name[eq - s] = '\0';
+    return cli_parse_double(eq + 1, value);
+}
+
+int cli_parse_attack(const char *s, elle_attack_kind *kind, int64_t *steps, int64_t *restarts)
+{
+    *steps = 10;
+    *restarts = 0;
+    if (strncmp(s, "pgd", 3) == 0) {
+        *kind = ELLE_ATTACK_PGD;
+        const char *p = s + 3;
+        if (*p == '\0')
+            return 0;
+        char num[32];
+        if (*p++ != '-')
+            return -1;
+        const char *dash = strchr(p, '-');
+        size_t len = dash ? (size_t)(dash - p) : strlen(p);
+        if (len == 0 || len >= sizeof num)
+            return -1;
+        memcpy(num, p, len);
+        num[len] = '\0';
+        if (cli_parse_int(num, 1, 100000, steps))
+            return -1;
+        if (dash && cli_parse_int(dash + 1, 1, 10000, restarts))
+            return -1;
+        return 0;
+    }
+    /* the single-step kinds by their library names, not pgd's bare name */
+    if (elle_attack_kind_from_name(s, kind) == ELLE_OK && *kind != ELLE_ATTACK_PGD)
+        return 0;
+    return -1;
+}
+
+int cli_check_attack_param(const char *cmd, const char *flag, const char *kv)
+{
+    char name[64];
+    double v, lo, hi;
+    elle_attack_param p;
+    if (cli_parse_kv(kv, name, sizeof name, &v))
+        return cli_usage_error(cmd, "--%s wants NAME=NUMBER, got '%s'", flag, kv);
+    if (elle_attack_param_from_name(name, &p) != ELLE_OK)
+        return cli_usage_error(cmd, "--%s: unknown attack parameter '%s' (eps, alpha, steps, "
+                                    "restarts, noise_mult, random_start, project, clamp_image, "
+                                    "early_stop, seed)",
+                               flag, name);
+    elle_attack_param_bounds(p, &lo, &hi);
+    if (v < lo || v > hi)
+        return cli_usage_error(cmd, "--%s: attack parameter '%s' = %g outside [%g, %g]", flag,
+                               name, v, lo, hi);
+    return 0;
+}
+
+int cli_apply_attack_param(const char *cmd, const char *flag, elle_attack *a, const char *kv)
+{
+    char name[64];
+    double v;
+    elle_attack_param p;
+    if (cli_parse_kv(kv, name, sizeof name, &v) || elle_attack_param_from_name(name, &p))
+        return cli_usage_error(cmd, "--%s wants NAME=NUMBER, got '%s'", flag, kv);
+    if (elle_attack_set_param(a, p, v) != ELLE_OK)
+        return cli_usage_error(cmd, "--%s: %s", flag, elle_error_last()->message);
+    return 0;
+}

@@ -27,6 +27,24 @@ int cli_parse_double(const char *s, double *out);
 /* Parse an integer in [lo, hi]. */
 int cli_parse_int(const char *s, int64_t lo, int64_t hi, int64_t *out);
 
+/* "NAME=VALUE" with a number (fractions accepted): the name into `name`
+ * (at most size - 1 characters), the number into *value. 0 ok, -1 malformed. */
+int cli_parse_kv(const char *s, char *name, size_t size, double *value);
+
+/* An attack spec: "fgsm", "rs-fgsm", "n-fgsm", "pgd" (10 steps), "pgd-K"
+ * or "pgd-K-R" (K steps, R restarts). *restarts is 0 when R is not written.
+ * 0 ok, -1 not an attack spec. */
+int cli_parse_attack(const char *s, elle_attack_kind *kind, int64_t *steps, int64_t *restarts);
+
+/* Check "NAME=VALUE" against the attack's parameters (by name and bounds).
+ * Returns 0, or prints a usage error naming `flag` and returns 2. */
+int cli_check_attack_param(const char *cmd, const char *flag, const char *kv);
+
+/* Set the attack parameter "NAME=VALUE" (checked by cli_check_attack_param);
+ * a value the attack refuses (e.g. a fraction for an integer) is a usage
+ * error (2). */
+int cli_apply_attack_param(const char *cmd, const char *flag, elle_attack *a, const char *kv);
+
 /* Options shared by commands that build a model and open data. */
 typedef struct cli_common {
     const char *backend;     /* --backend cpu|reference|cuda */

@@ -1,10 +1,12 @@
 /*
- * elle eval: accuracy of a saved model on a dataset split.
+ * elle eval: clean and robust accuracy of a saved model on a dataset split.
  *
  *   elle eval --model small_cnn --weights out/model.safetensors [--dataset ...]
+ *   elle eval --weights out/model.safetensors --attack pgd-50-10 --eps 8/255
  *
- * Reports clean accuracy as correct/total over all evaluated samples (the
- * reference code averages per-batch accuracies; see docs/cli.md).
+ * Reports accuracies as correct/total over all evaluated samples (the
+ * reference code averages per-batch accuracies; see docs/cli.md). With
+ * --attack, elle_attack_evaluate gives clean and robust counts in one pass.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,93 +19,43 @@ static void help(void)
 {
     printf("usage: elle eval --weights FILE [options]\n"
            "\n"
-           "Evaluates a model saved by 'elle train' (safetensors, PyTorch names) in eval mode.\n"
+           "Evaluates a model saved by 'elle train' (safetensors, PyTorch names) in eval mode:\n"
+           "clean accuracy, and robust accuracy under --attack.\n"
            "\n"
            "  --weights FILE        model state to load (required)\n"
            "  --split NAME          test (default) or train\n"
            "  --n N                 evaluate the first N samples only (default: all)\n"
            "  --batch N             evaluation batch size (default 256)\n"
+           "  --attack NAME         none (default), fgsm, pgd-K (K steps, one start; alpha =\n"
+           "                        eps/8 as the reference's per-epoch PGD-20), pgd-K-R (K\n"
+           "                        steps, R restarts; alpha = eps/4 as its PGD-50-10), e.g.\n"
+           "                        pgd-20, pgd-50-10; every point clamped to [0, 1]\n"
+           "  --eps X               L-inf radius in [0, 1] (default 8/255); fractions accepted\n"
+           "  --alpha X             PGD step (overrides the default above)\n"
+           "  --attack-param K=V    any attack parameter by name (early_stop, seed, ...);\n"
+           "                        repeatable\n"
            "%s",
            cli_common_help);
 }
 
-int cmd_eval(int argc, char **argv)
-{
-    static const char *const flags[] = {"help", NULL};
-    const char *cmd = "eval";
-    cli_common c;
-    const char *weights = NULL;
-    int64_t n_max = 0, batch = 256;
-    elle_split split = ELLE_SPLIT_TEST;
-    args a;
-    int r;
-    cli_common_init(&c);
-    args_init(&a, cmd, argc, argv, flags);
-    while ((r = args_next(&a)) == 1) {
-        int k = cli_common_option(cmd, &c, a.name, a.value ? a.value : "");
-        if (k == 2)
-            return 2;
-        if (k == 1)
-            continue;
-        if (strcmp(a.name, "help") == 0) {
-            help();
-            return 0;
-        } else if (strcmp(a.name, "weights") == 0) {
-            weights = a.value;
-        } else if (strcmp(a.name, "split") == 0) {
-            if (elle_split_from_name(a.value, &split))
-                return cli_usage_error(cmd, "--split wants train or test, got '%s'", a.value);
-        } else if (strcmp(a.name, "n") == 0) {
-            if (cli_parse_int(a.value, 1, INT64_MAX, &n_max))
-                return cli_usage_error(cmd, "--n wants a positive integer, got '%s'", a.value);
-        } else if (strcmp(a.name, "batch") == 0) {
-            if (cli_parse_int(a.value, 1, 1 << 20, &batch))
-                return cli_usage_error(cmd, "--batch wants an integer in [1, 2^20], got '%s'",
-                                       a.value);
-        } else {
-            return cli_usage_error(cmd, "unknown option --%s", a.name);
-        }
-    }
-    if (r)
-        return r;
-    if (!weights)
-        return cli_usage_error(cmd, "--weights FILE is required");
+#define MAX_KV 32
 
-    elle_context *ctx = NULL;
-    elle_dataset *d = NULL;
-    elle_model *m = NULL;
-    float *x = NULL, *z = NULL;
-    int32_t *y = NULL;
-    int code = cli_open_context(cmd, &c, &ctx);
-    if (!code)
-        code = cli_open_dataset(cmd, &c, split, &d);
-    if (!code)
-        code = cli_create_model(cmd, &c, ctx, d, &m);
-    if (code)
-        goto done;
-    int rc = elle_model_load(m, weights);
-    if (rc == ELLE_OK)
-        rc = elle_model_reserve(m, batch);
-    if (rc == ELLE_OK)
-        rc = elle_model_set_training(m, 0);
-    if (rc != ELLE_OK) {
-        code = cli_lib_error(cmd, weights, rc);
-        goto done;
-    }
+/* Clean accuracy only: forward passes over the first `total` samples. */
+static int clean_only(const char *cmd, elle_model *m, elle_dataset *d, int64_t total,
+                      int64_t batch, int64_t *correct_out)
+{
     int64_t ch, h, w, k = elle_model_num_classes(m);
     elle_dataset_shape(d, &ch, &h, &w);
-    int64_t total = elle_dataset_size(d);
-    if (n_max && n_max < total)
-        total = n_max;
-    x = malloc((size_t)(batch * ch * h * w) * sizeof *x);
-    z = malloc((size_t)(batch * k) * sizeof *z);
-    y = malloc((size_t)batch * sizeof *y);
+    float *x = malloc((size_t)(batch * ch * h * w) * sizeof *x);
+    float *z = malloc((size_t)(batch * k) * sizeof *z);
+    int32_t *y = malloc((size_t)batch * sizeof *y);
+    int code = 0, rc;
+    int64_t correct = 0;
     if (!x || !z || !y) {
         fprintf(stderr, "elle eval: out of memory\n");
         code = 1;
         goto done;
     }
-    int64_t correct = 0;
     for (int64_t start = 0; start < total; start += batch) {
         int64_t nb = total - start < batch ? total - start : batch;
         for (int64_t i = 0; i < nb; i++) {
@@ -125,13 +77,154 @@ int cmd_eval(int argc, char **argv)
             correct += best == y[i];
         }
     }
-    printf("%s %s, %s split: clean accuracy %lld/%lld = %.2f%%\n", c.model, weights,
-           elle_split_name(split), (long long)correct, (long long)total,
-           100.0 * (double)correct / (double)total);
+    *correct_out = correct;
 done:
     free(x);
     free(z);
     free(y);
+    return code;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    static const char *const flags[] = {"help", NULL};
+    const char *cmd = "eval";
+    cli_common c;
+    const char *weights = NULL, *attack_name = "none";
+    const char *attack_params[MAX_KV];
+    int n_attack_params = 0;
+    int64_t n_max = 0, batch = 256, steps = 0, restarts = 0;
+    double eps = 8.0 / 255, alpha = -1;
+    elle_attack_kind kind = ELLE_ATTACK_PGD;
+    int with_attack = 0;
+    elle_split split = ELLE_SPLIT_TEST;
+    args a;
+    int r;
+    cli_common_init(&c);
+    args_init(&a, cmd, argc, argv, flags);
+    while ((r = args_next(&a)) == 1) {
+        int k = cli_common_option(cmd, &c, a.name, a.value ? a.value : "");
+        if (k == 2)
+            return 2;
+        if (k == 1)
+            continue;
+        const char *v = a.value;
+        if (strcmp(a.name, "help") == 0) {
+            help();
+            return 0;
+        } else if (strcmp(a.name, "weights") == 0) {
+            weights = v;
+        } else if (strcmp(a.name, "split") == 0) {
+            if (elle_split_from_name(v, &split))
+                return cli_usage_error(cmd, "--split wants train or test, got '%s'", v);
+        } else if (strcmp(a.name, "n") == 0) {
+            if (cli_parse_int(v, 1, INT64_MAX, &n_max))
+                return cli_usage_error(cmd, "--n wants a positive integer, got '%s'", v);
+        } else if (strcmp(a.name, "batch") == 0) {
+            if (cli_parse_int(v, 1, 1 << 20, &batch))
+                return cli_usage_error(cmd, "--batch wants an integer in [1, 2^20], got '%s'", v);
+        } else if (strcmp(a.name, "attack") == 0) {
+            if (strcmp(v, "none") == 0) {
+                with_attack = 0;
+            } else if (cli_parse_attack(v, &kind, &steps, &restarts) == 0 &&
+                       (kind == ELLE_ATTACK_PGD || kind == ELLE_ATTACK_FGSM) &&
+                       strcmp(v, "pgd") != 0) {
+                with_attack = 1;
+            } else {
+                return cli_usage_error(cmd, "--attack wants none, fgsm, pgd-K or pgd-K-R (e.g. "
+                                            "pgd-20, pgd-50-10), got '%s'", v);
+            }
+            attack_name = v;
+        } else if (strcmp(a.name, "eps") == 0) {
+            if (cli_parse_double(v, &eps) || eps < 0 || eps > 1)
+                return cli_usage_error(cmd, "--eps wants a number in [0, 1] (e.g. 8/255), "
+                                            "got '%s'", v);
+        } else if (strcmp(a.name, "alpha") == 0) {
+            if (cli_parse_double(v, &alpha) || alpha <= 0 || alpha > 1)
+                return cli_usage_error(cmd, "--alpha wants a number in (0, 1] (e.g. 2/255), "
+                                            "got '%s'", v);
+        } else if (strcmp(a.name, "attack-param") == 0) {
+            if (n_attack_params == MAX_KV)
+                return cli_usage_error(cmd, "too many --attack-param options");
+            if (cli_check_attack_param(cmd, "attack-param", v))
+                return 2;
+            attack_params[n_attack_params++] = v;
+        } else {
+            return cli_usage_error(cmd, "unknown option --%s", a.name);
+        }
+    }
+    if (r)
+        return r;
+    if (!weights)
+        return cli_usage_error(cmd, "--weights FILE is required");
+    if (!with_attack && (alpha > 0 || n_attack_params))
+        return cli_usage_error(cmd, "--%s needs --attack", alpha > 0 ? "alpha" : "attack-param");
+
+    elle_context *ctx = NULL;
+    elle_dataset *d = NULL;
+    elle_model *m = NULL;
+    elle_attack *atk = NULL;
+    int code = cli_open_context(cmd, &c, &ctx);
+    if (!code)
+        code = cli_open_dataset(cmd, &c, split, &d);
+    if (!code)
+        code = cli_create_model(cmd, &c, ctx, d, &m);
+    if (code)
+        goto done;
+    int rc = elle_model_load(m, weights);
+    if (rc == ELLE_OK)
+        rc = elle_model_reserve(m, batch);
+    if (rc == ELLE_OK)
+        rc = elle_model_set_training(m, 0);
+    if (rc != ELLE_OK) {
+        code = cli_lib_error(cmd, weights, rc);
+        goto done;
+    }
+    int64_t total = elle_dataset_size(d);
+    if (n_max && n_max < total)
+        total = n_max;
+    int64_t correct = 0, robust = 0, evaluated = total;
+    if (!with_attack) {
+        if ((code = clean_only(cmd, m, d, total, batch, &correct)))
+            goto done;
+    } else {
+        /* the reference's evaluation attacks: every point clamped to the
+         * image; PGD-K: alpha eps/8 (per-epoch PGD-20), PGD-K-R: eps/4 (PGD-50-10) */
+        double a_default = kind == ELLE_ATTACK_FGSM ? eps : restarts ? eps / 4 : eps / 8;
+        if ((rc = elle_attack_create(&atk, m, kind)) ||
+            (rc = elle_attack_set_param(atk, ELLE_ATTACK_PARAM_EPS, eps)) ||
+            (rc = elle_attack_set_param(atk, ELLE_ATTACK_PARAM_ALPHA,
+                                        alpha > 0 ? alpha : a_default)) ||
+            (rc = elle_attack_set_param(atk, ELLE_ATTACK_PARAM_CLAMP_IMAGE, 1)) ||
+            (rc = elle_attack_set_param(atk, ELLE_ATTACK_PARAM_SEED, (double)c.seed)) ||
+            (kind == ELLE_ATTACK_PGD &&
+             ((rc = elle_attack_set_param(atk, ELLE_ATTACK_PARAM_STEPS, (double)steps)) ||
+              (rc = elle_attack_set_param(atk, ELLE_ATTACK_PARAM_RESTARTS,
+                                          (double)(restarts ? restarts : 1)))))) {
+            code = cli_lib_error(cmd, "attack", rc);
+            goto done;
+        }
+        for (int i = 0; i < n_attack_params; i++)
+            if ((code = cli_apply_attack_param(cmd, "attack-param", atk, attack_params[i])))
+                goto done;
+        rc = elle_attack_evaluate(atk, d, total, batch, &correct, &robust, &evaluated);
+        if (rc != ELLE_OK) {
+            code = cli_lib_error(cmd, "evaluation", rc);
+            goto done;
+        }
+    }
+    printf("%s %s, %s split: clean accuracy %lld/%lld = %.2f%%\n", c.model, weights,
+           elle_split_name(split), (long long)correct, (long long)evaluated,
+           100.0 * (double)correct / (double)evaluated);
+    if (with_attack) {
+        double used_alpha;
+        elle_attack_get_param(atk, ELLE_ATTACK_PARAM_ALPHA, &used_alpha);
+        printf("%s (eps %.6g, alpha %.6g): robust accuracy %lld/%lld = %.2f%%\n", attack_name,
+               eps, used_alpha, (long long)robust, (long long)evaluated,
+               100.0 * (double)robust / (double)evaluated);
+    }
+done:
+    elle_attack_free(atk);
     elle_model_free(m);
     elle_dataset_free(d);
     elle_context_free(ctx);
