@@ -13,6 +13,13 @@
  *      timing every layer, so the gap between the network and its convs can
  *      be pinned on layer kinds.
  *   4. The machine's FMA peak, measured here (bench/fma_peak.c).
+ *   5. The steps scripts/bench.sh compares with PyTorch (bench/torch_bench.py),
+ *      through the public API: a training step (zero grad, forward, mean
+ *      cross-entropy, backward, SGD with lr 0.01, momentum 0.9, weight decay
+ *      5e-4) and an FGSM-AT step (elle_model_input_grad, x + eps*sign(g) on
+ *      the host with eps = 8/255, then a training step on that point).
+ *      `--only fwd|train|fgsm` runs one of these workloads and nothing else,
+ *      so the process's peak RSS (getrusage ru_maxrss) is that workload's.
  *
  * Output: a human-readable table, and one flat JSON object name -> number.
  * With --json PATH the table goes to stdout and the JSON to PATH; without
@@ -27,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,11 +49,15 @@
 #include "elle/context.h"
 #include "elle/error.h"
 #include "elle/model.h"
+#include "elle/optim.h"
 #include "elle/version.h"
 #include "nn/models/models.h" /* struct elle_model_config, the architecture builders */
 #include "nn/net.h"
 
 /* ---- options ----------------------------------------------------------------- */
+
+/* Workloads of part 5; --only selects one of them. */
+enum { STEP_FWD = 1, STEP_TRAIN = 2, STEP_FGSM = 4 };
 
 typedef struct opts {
     const char *json_path; /* NULL: JSON on stdout */
@@ -56,6 +68,7 @@ typedef struct opts {
     int width; /* PreActResNet-18 stem width (64; --quick narrows it) */
     int quick;
     int layers; /* print the per-layer table */
+    int only;   /* 0: everything; else one STEP_* workload alone */
     elle_backend backend;
     double peak_seconds;
 } opts;
@@ -73,6 +86,9 @@ static void usage(FILE *f)
             "  --width W       PreActResNet-18 stem width (default 64)\n"
             "  --backend NAME  cpu (default) or reference\n"
             "  --layers        also print every layer's time\n"
+            "  --only NAME     run only this workload, through the public API, and report the\n"
+            "                  process's peak RSS: fwd, train (training step) or fgsm (FGSM-AT\n"
+            "                  step)\n"
             "  --quick         smoke-test sizes: batch 4, width 8, 2 iterations, 1 warm-up\n"
             "exit status: 0 success, 1 failure, 2 bad arguments, 77 backend not in this build\n");
 }
@@ -121,6 +137,18 @@ static int parse_args(int argc, char **argv, opts *o)
         } else if (strcmp(a, "--backend") == 0) {
             if (!v || elle_backend_from_name(v, &o->backend) < 0) {
                 fprintf(stderr, "elle-bench: --backend takes cpu or reference\n");
+                return -1;
+            }
+            i++;
+        } else if (strcmp(a, "--only") == 0) {
+            if (v && strcmp(v, "fwd") == 0)
+                o->only = STEP_FWD;
+            else if (v && strcmp(v, "train") == 0)
+                o->only = STEP_TRAIN;
+            else if (v && strcmp(v, "fgsm") == 0)
+                o->only = STEP_FGSM;
+            else {
+                fprintf(stderr, "elle-bench: --only takes fwd, train or fgsm\n");
                 return -1;
             }
             i++;
@@ -422,6 +450,53 @@ static double measure_peak(const opts *o, results *rs, FILE *tbl)
     return all.gflops;
 }
 
+/*
+ * Other processes' CPU use: on a shared machine it is what makes a timing
+ * meaningless (the 1-minute load average lags and counts this process too).
+ * Busy time of all CPUs from /proc/stat (user, nice, system, irq, softirq,
+ * steal) minus this process's own user + system time, over an interval.
+ */
+typedef struct cpu_snap {
+    double busy_s; /* all CPUs, seconds; < 0 when /proc/stat is unreadable */
+    double own_s;  /* this process, all threads */
+    double wall_ms;
+} cpu_snap;
+
+static void cpu_snap_take(cpu_snap *c)
+{
+    unsigned long long v[8] = {0};
+    c->busy_s = -1.0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (f) {
+        if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]) == 8) {
+            long hz = sysconf(_SC_CLK_TCK);
+            /* user nice system [idle iowait] irq softirq steal */
+            c->busy_s = (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) /
+                        (double)(hz > 0 ? hz : 100);
+        }
+        fclose(f);
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    c->own_s = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+               (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+    c->wall_ms = bench_now_ms();
+}
+
+/* Other processes' share of the machine's CPU time between a and b, in %
+ * (-1: unknown). */
+static double other_cpu_pct(const cpu_snap *a, const cpu_snap *b)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    double wall_s = 1e-3 * (b->wall_ms - a->wall_ms);
+    if (a->busy_s < 0.0 || b->busy_s < 0.0 || wall_s <= 0.0 || cpus < 1)
+        return -1.0;
+    double other = (b->busy_s - a->busy_s) - (b->own_s - a->own_s);
+    double pct = 100.0 * other / (wall_s * (double)cpus);
+    return pct < 0.0 ? 0.0 : pct;
+}
+
 /* ---- 1. the model through the public API --------------------------------------- */
 
 enum { MODE_FWD, MODE_FWD_BWD, MODE_INPUT_GRAD, N_MODES };
@@ -475,8 +550,11 @@ static int bench_model_api(const opts *o, elle_context *ctx, results *rs, FILE *
                  "batch %d, training mode, public API\n",
             o->width, (long long)c, (long long)h, (long long)w, (long long)k,
             (long long)elle_model_num_params(model), o->batch);
-    fprintf(tbl, "  %-36s %10s %10s %10s\n", "", "median ms", "min ms", "img/s");
+    fprintf(tbl, "  %-36s %10s %10s %10s %10s\n", "", "median ms", "min ms", "img/s",
+            "other CPU");
     for (int m = 0; m < N_MODES; m++) {
+        cpu_snap c0, c1;
+        cpu_snap_take(&c0);
         for (int it = 0; it < o->warmup + o->iters; it++) {
             double t0 = bench_now_ms();
             switch (m) {
@@ -500,11 +578,15 @@ static int bench_model_api(const opts *o, elle_context *ctx, results *rs, FILE *
             if (it >= o->warmup)
                 t[it - o->warmup] = dt;
         }
+        cpu_snap_take(&c1);
+        double other = other_cpu_pct(&c0, &c1);
         stat2 s = stats(t, o->iters);
         med[m] = s.med;
-        fprintf(tbl, "  %-36s %10.2f %10.2f %10.1f\n", mode_label[m], s.med, s.min,
-                (double)n * 1e3 / s.med);
+        fprintf(tbl, "  %-36s %10.2f %10.2f %10.1f %9.1f%%\n", mode_label[m], s.med, s.min,
+                (double)n * 1e3 / s.med, other);
         putf(rs, s.med, "%s_ms", mode_key[m]);
+        if (other >= 0.0)
+            putf(rs, other, "%s_other_cpu_pct", mode_key[m]);
         putf(rs, s.min, "%s_min_ms", mode_key[m]);
         putf(rs, (double)n * 1e3 / s.med, "%s_img_per_s", mode_key[m]);
     }
@@ -517,6 +599,179 @@ cleanup:
     free(dx);
     free(logits);
     free(loss);
+    free(labels);
+    free(t);
+    return rc;
+}
+
+/* ---- 5. training and FGSM-AT steps (compared with PyTorch) ----------------------- */
+
+/* Peak resident set of this process so far, MiB (Linux: ru_maxrss in KiB). */
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) < 0)
+        return 0.0;
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+/* x + eps*sign(g), sign(0) = 0 as torch.sign; no clamp (the reference CIFAR code). */
+static void fgsm_point(const float *x, const float *g, float eps, int64_t count, float *out)
+{
+    for (int64_t i = 0; i < count; i++)
+        out[i] = x[i] + (g[i] > 0.0f ? eps : g[i] < 0.0f ? -eps : 0.0f);
+}
+
+enum { ROW_FWD, ROW_TRAIN, ROW_FGSM, ROW_ZERO_GRAD, ROW_SGD, ROW_SIGN, N_ROWS };
+static const char *const row_key[N_ROWS] = {"prn18_fwd", "train_step", "fgsm_step",
+                                            "zero_grad", "sgd_step", "fgsm_sign"};
+static const char *const row_label[N_ROWS] = {
+    "forward",
+    "training step (zero grad, fwd, CE, bwd, SGD)",
+    "FGSM-AT step (input grad, x+eps*sign, train step)",
+    "  part: elle_model_zero_grad",
+    "  part: elle_optimizer_step (SGD)",
+    "  part: x + eps*sign(g) on the host"};
+
+/*
+ * Time the workloads in `which` (STEP_* bits) on one model with an SGD
+ * optimizer. The full run (which = TRAIN|FGSM) also times the parts the
+ * other rows of the comparison do not cover (zero grad, SGD step, the host
+ * sign loop). With o->only the process's peak RSS is reported as
+ * <workload>_peak_rss_mib.
+ */
+static int bench_steps(const opts *o, elle_context *ctx, int which, results *rs, FILE *tbl)
+{
+    elle_model_config *cfg = NULL;
+    elle_model *model = NULL;
+    elle_optimizer *opt = NULL;
+    float *x = NULL, *xadv = NULL, *dx = NULL, *logits = NULL;
+    int32_t *labels = NULL;
+    double *t = NULL;
+    int rc = 0;
+    const float eps = 8.0f / 255.0f;
+    double rss_before = peak_rss_mib();
+    BENCH_TRY(config_for(o, &cfg));
+    BENCH_TRY_GOTO(rc, elle_model_create(&model, ctx, cfg));
+    BENCH_TRY_GOTO(rc, elle_model_reserve(model, o->batch));
+    BENCH_TRY_GOTO(rc, elle_model_set_training(model, 1));
+    BENCH_TRY_GOTO(rc, elle_optimizer_create_sgd(&opt, model));
+    BENCH_TRY_GOTO(rc, elle_optimizer_set_param(opt, ELLE_OPTIM_PARAM_LR, 0.01));
+    BENCH_TRY_GOTO(rc, elle_optimizer_set_param(opt, ELLE_OPTIM_PARAM_MOMENTUM, 0.9));
+    BENCH_TRY_GOTO(rc, elle_optimizer_set_param(opt, ELLE_OPTIM_PARAM_WEIGHT_DECAY, 5e-4));
+
+    int64_t c, h, w, n = o->batch;
+    BENCH_TRY_GOTO(rc, elle_model_input_shape(model, &c, &h, &w));
+    int64_t k = elle_model_num_classes(model);
+    int64_t count = n * c * h * w;
+    x = malloc((size_t)count * sizeof *x);
+    xadv = malloc((size_t)count * sizeof *xadv);
+    dx = malloc((size_t)count * sizeof *dx);
+    logits = malloc((size_t)(n * k) * sizeof *logits);
+    labels = malloc((size_t)n * sizeof *labels);
+    t = malloc((size_t)o->iters * sizeof *t);
+    if (!x || !xadv || !dx || !logits || !labels || !t) {
+        fprintf(stderr, "elle-bench: out of memory\n");
+        rc = ELLE_ENOMEM;
+        goto cleanup;
+    }
+    fill_batch(x, count, labels, n, k);
+    double rss_model = peak_rss_mib();
+
+    fprintf(tbl, "\nSteps compared with PyTorch (bench/torch_bench.py): width %d, batch %d, "
+                 "training mode, SGD lr 0.01 momentum 0.9 wd 5e-4, eps 8/255\n",
+            o->width, o->batch);
+    fprintf(tbl, "  %-52s %10s %10s %10s\n", "", "median ms", "min ms", "other CPU");
+    int rows[N_ROWS], n_rows = 0;
+    if (which & STEP_FWD)
+        rows[n_rows++] = ROW_FWD;
+    if (which & STEP_TRAIN)
+        rows[n_rows++] = ROW_TRAIN;
+    if (which & STEP_FGSM)
+        rows[n_rows++] = ROW_FGSM;
+    if (!o->only) {
+        rows[n_rows++] = ROW_ZERO_GRAD;
+        rows[n_rows++] = ROW_SGD;
+        rows[n_rows++] = ROW_SIGN;
+    }
+    for (int r = 0; r < n_rows; r++) {
+        int row = rows[r];
+        cpu_snap c0, c1;
+        cpu_snap_take(&c0);
+        for (int it = 0; it < o->warmup + o->iters; it++) {
+            double t0 = bench_now_ms();
+            switch (row) {
+            case ROW_FWD:
+                rc = elle_model_forward(model, x, n, logits);
+                break;
+            case ROW_TRAIN:
+                rc = elle_model_zero_grad(model);
+                if (rc >= 0)
+                    rc = elle_model_backward(model, x, labels, n, NULL, NULL);
+                if (rc >= 0)
+                    rc = elle_optimizer_step(opt);
+                break;
+            case ROW_FGSM:
+                rc = elle_model_input_grad(model, x, labels, n, dx, NULL);
+                if (rc < 0)
+                    break;
+                fgsm_point(x, dx, eps, count, xadv);
+                rc = elle_model_zero_grad(model);
+                if (rc >= 0)
+                    rc = elle_model_backward(model, xadv, labels, n, NULL, NULL);
+                if (rc >= 0)
+                    rc = elle_optimizer_step(opt);
+                break;
+            case ROW_ZERO_GRAD:
+                rc = elle_model_zero_grad(model);
+                break;
+            case ROW_SGD:
+                rc = elle_optimizer_step(opt);
+                break;
+            default:
+                fgsm_point(x, dx, eps, count, xadv);
+                break;
+            }
+            double dt = bench_now_ms() - t0;
+            if (rc < 0) {
+                fail(rc, row_key[row]);
+                goto cleanup;
+            }
+            if (it >= o->warmup)
+                t[it - o->warmup] = dt;
+        }
+        cpu_snap_take(&c1);
+        double other = other_cpu_pct(&c0, &c1);
+        stat2 s = stats(t, o->iters);
+        fprintf(tbl, "  %-52s %10.2f %10.2f %9.1f%%\n", row_label[row], s.med, s.min, other);
+        fflush(tbl);
+        putf(rs, s.med, "%s_ms", row_key[row]);
+        putf(rs, s.min, "%s_min_ms", row_key[row]);
+        if (other >= 0.0 && row <= ROW_FGSM)
+            putf(rs, other, "%s_other_cpu_pct", row_key[row]);
+    }
+    if (o->only) {
+        const char *name = o->only == STEP_FWD ? "prn18_fwd" : o->only == STEP_TRAIN
+                                                                  ? "train_step"
+                                                                  : "fgsm";
+        double rss = peak_rss_mib();
+        fprintf(tbl, "  peak RSS of this process: %.1f MiB (before the model: %.1f MiB, after "
+                     "reserve and host buffers: %.1f MiB); elle_model_memory_size %.1f MiB\n",
+                rss, rss_before, rss_model,
+                (double)elle_model_memory_size(model) / (1024.0 * 1024.0));
+        putf(rs, rss, "%s_peak_rss_mib", name);
+        put(rs, "rss_before_model_mib", rss_before);
+        put(rs, "model_memory_mib", (double)elle_model_memory_size(model) / (1024.0 * 1024.0));
+    }
+    rc = 0;
+cleanup:
+    elle_optimizer_free(opt);
+    elle_model_free(model);
+    elle_model_config_free(cfg);
+    free(x);
+    free(xadv);
+    free(dx);
+    free(logits);
     free(labels);
     free(t);
     return rc;
@@ -1144,12 +1399,20 @@ int main(int argc, char **argv)
         goto done;
     }
     fflush(tbl);
-    double peak = measure_peak(&o, &rs, tbl);
-    fflush(tbl);
-    rc = bench_model_api(&o, ctx, &rs, tbl, api);
-    fflush(tbl);
-    if (rc >= 0)
-        rc = bench_net(&o, ctx, peak, api, &rs, tbl);
+    if (o.only) {
+        put_int(&rs, "only_workload", o.only);
+        rc = bench_steps(&o, ctx, o.only, &rs, tbl);
+    } else {
+        double peak = measure_peak(&o, &rs, tbl);
+        fflush(tbl);
+        rc = bench_model_api(&o, ctx, &rs, tbl, api);
+        fflush(tbl);
+        if (rc >= 0)
+            rc = bench_steps(&o, ctx, STEP_TRAIN | STEP_FGSM, &rs, tbl);
+        fflush(tbl);
+        if (rc >= 0)
+            rc = bench_net(&o, ctx, peak, api, &rs, tbl);
+    }
     fflush(tbl);
     double load[3];
     if (rc >= 0 && getloadavg(load, 3) == 3) {

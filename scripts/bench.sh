@@ -1,13 +1,36 @@
 #!/bin/sh
-# Run the benchmark program and keep its result.
+# Run the benchmark programs and keep their results.
 #
-#   scripts/bench.sh [elle-bench arguments...]
+#   scripts/bench.sh [--no-torch] [elle-bench arguments...]
 #
-# Contract with bench/ (built as build/bench/elle-bench): `elle-bench --json
-# PATH` prints a table on stdout, writes one JSON object to PATH and exits 0
-# on success. This script stores that object as out/bench/bench.json; the
-# file is replaced only when the run succeeds. Arguments are passed through
-# (elle-bench --help lists them, e.g. --batch 64 --threads 2).
+# 1. build/bench/elle-bench --json ...: libelle's figures (PreActResNet-18
+#    forward/backward, training and FGSM-AT steps, conv primitives against
+#    the FMA peak, per-layer breakdown);
+# 2. elle-bench --only fgsm: the FGSM-AT loop alone in its own process, for
+#    its peak RSS;
+# 3. the same workloads in PyTorch (bench/torch_bench.py, run by Debian's
+#    /usr/bin/python3 with GLIBC_TUNABLES=glibc.malloc.mmap_max=0 and
+#    OMP_NUM_THREADS set), the FGSM-AT loop again in its own process.
+#    scripts/setup-bench.sh installs python3-torch first when /usr/bin/python3
+#    cannot import torch; if that fails (offline, no sudo) the PyTorch part is
+#    left out with a message and the result has torch_available: 0;
+# 4. torch_bench.py merge: one flat JSON object with every key of the runs
+#    and the ratios libelle/PyTorch (fgsm_vs_torch, ...), and the comparison
+#    table on stdout.
+#
+# The result is out/bench/bench.json; it is replaced only when the libelle
+# run succeeds. Both sides use the same thread count: --threads N if given,
+# else $BENCH_THREADS, else 2 (the issue's setting). --batch, --width,
+# --iters, --warmup and --quick are passed to both sides; other arguments go
+# to elle-bench only (elle-bench --help lists them). --no-torch skips steps 2
+# and 3. Contract with bench/: `elle-bench --json PATH` prints a table on
+# stdout, writes one JSON object to PATH and exits 0 on success.
+#
+# BENCH_PYTHON names the interpreter for the PyTorch side (default Debian's
+# /usr/bin/python3; scripts/setup-bench.sh checks the same one).
+#
+# Benchmark numbers are only meaningful on an otherwise idle machine: the
+# 1-minute load average is printed and recorded (loadavg_1min_start, ...).
 set -eu
 
 root=$(CDPATH='' cd -- "$(dirname -- "$0")/.." && pwd)
@@ -15,6 +38,7 @@ cd "$root"
 builddir=${ELLE_BUILD_DIR:-build}
 bin="$builddir/bench/elle-bench"
 outdir=out/bench
+debian_python=${BENCH_PYTHON:-/usr/bin/python3}
 
 if [ ! -x "$bin" ]; then
     echo "bench.sh: $bin does not exist." >&2
@@ -23,20 +47,142 @@ if [ ! -x "$bin" ]; then
     exit 1
 fi
 
+# Split the arguments: bench.sh's own, those both sides take, elle-bench's.
+no_torch=0
+threads=''
+both=''  # numbers and flags only, so a plain word list is safe
+prev=''
+for a do
+    shift
+    case $prev in
+    --threads)
+        threads=$a
+        prev=''
+        continue
+        ;;
+    --batch | --width | --iters | --warmup)
+        both="$both $prev $a"
+        set -- "$@" "$a"
+        prev=''
+        continue
+        ;;
+    esac
+    case $a in
+    --no-torch)
+        no_torch=1
+        continue
+        ;;
+    --threads)
+        prev=$a
+        continue
+        ;;
+    --batch | --width | --iters | --warmup) prev=$a ;;
+    --quick) both="$both --quick" ;;
+    esac
+    set -- "$@" "$a"
+done
+if [ -n "$prev" ]; then
+    echo "bench.sh: $prev needs a value" >&2
+    exit 2
+fi
+threads=${threads:-${BENCH_THREADS:-2}}
+case $threads in
+'' | *[!0-9]* | 0)
+    echo "bench.sh: --threads needs a positive integer, got '$threads'" >&2
+    exit 2
+    ;;
+esac
+export OMP_NUM_THREADS="$threads"
+
 mkdir -p "$outdir"
 tmp="$outdir/.bench.json.tmp"
-trap 'rm -f "$tmp"' EXIT
-rm -f "$tmp"
-"$bin" --json "$tmp" "$@"
+tmp_rss="$outdir/.bench-rss.json.tmp"
+tmp_torch="$outdir/.torch.json.tmp"
+tmp_torch_rss="$outdir/.torch-rss.json.tmp"
+trap 'rm -f "$tmp" "$tmp_rss" "$tmp_torch" "$tmp_torch_rss"' EXIT
+rm -f "$tmp" "$tmp_rss" "$tmp_torch" "$tmp_torch_rss"
+
+echo "bench.sh: $(uptime)"
+echo "bench.sh: $threads threads on both sides (OMP_NUM_THREADS=$threads)"
+# shellcheck disable=SC2086 # $both is a word list of flags and numbers
+"$bin" --json "$tmp" --threads "$threads" "$@"
 if [ ! -s "$tmp" ]; then
     echo "bench.sh: $bin wrote no JSON to $tmp" >&2
     exit 1
 fi
-if command -v python3 >/dev/null 2>&1; then
-    if ! python3 -m json.tool "$tmp" >/dev/null; then
-        echo "bench.sh: $bin wrote invalid JSON" >&2
-        exit 1
+
+# One python for the JSON work: Debian's (standard library only), else PATH's.
+if [ -x "$debian_python" ]; then
+    py=$debian_python
+elif command -v python3 >/dev/null 2>&1; then
+    py=python3
+else
+    py=''
+fi
+if [ -z "$py" ]; then
+    echo "bench.sh: no python3: keeping elle-bench's JSON as it is, no PyTorch comparison" >&2
+    mv "$tmp" "$outdir/bench.json"
+    echo "bench.sh: wrote $outdir/bench.json"
+    exit 0
+fi
+if ! "$py" -m json.tool "$tmp" >/dev/null; then
+    echo "bench.sh: $bin wrote invalid JSON" >&2
+    exit 1
+fi
+
+status=0
+merge_args="--elle $tmp"
+if [ "$no_torch" = 0 ]; then
+    # peak RSS of the FGSM-AT loop alone (one timed iteration is enough)
+    echo
+    echo "bench.sh: libelle FGSM-AT loop in its own process (peak RSS)"
+    # shellcheck disable=SC2086
+    if "$bin" --only fgsm --json "$tmp_rss" --threads "$threads" $both --iters 1 --warmup 1; then
+        merge_args="$merge_args --elle-rss $tmp_rss"
+    else
+        echo "bench.sh: elle-bench --only fgsm failed; no libelle peak RSS" >&2
+        status=1
+    fi
+
+    torch_ok=0
+    if "$root/scripts/setup-bench.sh" --check; then
+        torch_ok=1
+    else
+        echo
+        echo "bench.sh: $debian_python cannot import torch; running scripts/setup-bench.sh"
+        if "$root/scripts/setup-bench.sh"; then
+            torch_ok=1
+        else
+            echo "bench.sh: PyTorch could not be installed (offline? no sudo?): no PyTorch" >&2
+            echo "bench.sh: comparison this time; out/bench/bench.json gets torch_available: 0" >&2
+        fi
+    fi
+    if [ "$torch_ok" = 1 ]; then
+        tun="glibc.malloc.mmap_max=0${GLIBC_TUNABLES:+:$GLIBC_TUNABLES}"
+        echo
+        echo "bench.sh: PyTorch ($debian_python bench/torch_bench.py, GLIBC_TUNABLES=$tun)"
+        # shellcheck disable=SC2086
+        if GLIBC_TUNABLES=$tun "$debian_python" bench/torch_bench.py --json "$tmp_torch" \
+            --threads "$threads" $both; then
+            merge_args="$merge_args --torch $tmp_torch"
+            echo
+            echo "bench.sh: PyTorch FGSM-AT loop in its own process (peak RSS)"
+            # shellcheck disable=SC2086
+            if GLIBC_TUNABLES=$tun "$debian_python" bench/torch_bench.py --only fgsm \
+                --json "$tmp_torch_rss" --threads "$threads" $both --iters 1 --warmup 1; then
+                merge_args="$merge_args --torch-rss $tmp_torch_rss"
+            else
+                echo "bench.sh: torch_bench.py --only fgsm failed; no PyTorch peak RSS" >&2
+                status=1
+            fi
+        else
+            echo "bench.sh: torch_bench.py failed; no PyTorch comparison (torch_available: 0)" >&2
+            status=1
+        fi
     fi
 fi
-mv "$tmp" "$outdir/bench.json"
+
+# shellcheck disable=SC2086 # the paths are ours, without spaces
+"$py" bench/torch_bench.py merge --out "$outdir/bench.json" $merge_args
 echo "bench.sh: wrote $outdir/bench.json"
+exit "$status"

@@ -1,0 +1,461 @@
+#!/usr/bin/python3
+"""PyTorch side of `make bench`: PreActResNet-18 step times to compare with elle-bench.
+
+Two commands:
+
+  torch_bench.py [run] [--json PATH] [--batch 128] [--threads 2] [--width 64]
+                 [--iters 5] [--warmup 2] [--only fwd|train|fgsm] [--quick] [--profile]
+      Times, in training mode, on one random batch of 32x32x3 images:
+        fwd    forward of the batch (no autograd graph is kept);
+        train  training step: zero grad, forward, mean cross-entropy, backward,
+               SGD step (lr 0.01, momentum 0.9, weight decay 5e-4);
+        fgsm   FGSM-AT step: delta = eps*sign(grad_x CE_mean(f(x))) (eps = 8/255,
+               model in train mode, weights' gradients not computed), x_adv = x + delta
+               (no clamp, as the reference CIFAR code), then a training step on x_adv;
+      and, to split those, the input-gradient pass, forward+backward and the SGD step
+      alone. Every figure is the median of --iters timed iterations (time.perf_counter)
+      after --warmup untimed ones. Keys are prefixed torch_ (torch_fgsm_step_ms, ...).
+      --only NAME times that workload alone (for a meaningful peak RSS: the key
+      torch_<NAME>_peak_rss_mib, from getrusage ru_maxrss). --profile prints
+      torch.profiler's per-operator table of one FGSM-AT step. Exit status 77 when
+      this interpreter cannot import torch (Debian: apt-get install python3-torch,
+      for /usr/bin/python3).
+
+  torch_bench.py merge --out PATH --elle E.json [--elle-rss R.json]
+                 [--torch T.json] [--torch-rss TR.json]
+      Merges elle-bench's and this script's JSON objects into one, adds the ratios
+      libelle/PyTorch (prn18_fwd_vs_torch, train_step_vs_torch, fgsm_vs_torch, ...)
+      and torch_available (0 without --torch), and prints the comparison table.
+      Needs only the standard library.
+
+Run it under /usr/bin/python3 with GLIBC_TUNABLES=glibc.malloc.mmap_max=0 (or
+tcmalloc preloaded): with glibc's default every large tensor is a fresh mmap and
+every free an munmap, so each step pays page faults that libelle, which plans
+its buffers once, does not. scripts/bench.sh does this.
+
+The model is the ELLE PreActResNet-18 (the class is copied from
+tests/crosscheck/torch_models.py): stem conv3x3 (no BN/ReLU), four stages of two
+PreActBlocks whose projection shortcut reads relu(bn1(x)), then relu(bn),
+avg_pool 4, linear; PyTorch's default initialisation. The images and labels are
+the ones elle-bench uses (the same xorshift generator, uniform [0, 1) images).
+"""
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+
+EPS = 8.0 / 255.0
+LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
+KiB_PER_MiB = 1024.0
+
+
+# ---- shared helpers (no torch) ------------------------------------------------------
+
+def loadavg():
+    try:
+        return os.getloadavg()
+    except OSError:  # pragma: no cover
+        return None
+
+
+def peak_rss_mib():
+    # Linux: ru_maxrss in KiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / KiB_PER_MiB
+
+
+def cpu_snap():
+    """(all CPUs' busy seconds from /proc/stat or None, own user+sys seconds, wall seconds)."""
+    busy = None
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:9]]
+        # user nice system [idle iowait] irq softirq steal
+        busy = (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        pass
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return busy, ru.ru_utime + ru.ru_stime, time.perf_counter()
+
+
+def other_cpu_pct(a, b):
+    """Other processes' share of the machine's CPU time between two cpu_snap()s, in %
+    (None: unknown). What makes a timing on a shared machine meaningless."""
+    cpus = os.cpu_count() or 0
+    wall = b[2] - a[2]
+    if a[0] is None or b[0] is None or wall <= 0 or cpus < 1:
+        return None
+    other = (b[0] - a[0]) - (b[1] - a[1])
+    return max(0.0, 100.0 * other / (wall * cpus))
+
+
+def check_flat_numbers(doc, where):
+    if not isinstance(doc, dict) or not doc:
+        raise ValueError(f"{where}: not a non-empty JSON object")
+    for k, v in doc.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{where}: '{k}' is not a finite number")
+
+
+def write_json(doc, path):
+    """Write atomically (temporary + rename), then read back and check: flat numbers."""
+    check_flat_numbers(doc, "result")
+    text = json.dumps(doc, indent=2) + "\n"
+    if path in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    d = os.path.dirname(path)
+    if d:
+        os.makedirs(d, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    with open(path) as f:
+        check_flat_numbers(json.load(f), path)
+
+
+def fill_batch(count, n, k):
+    """elle-bench's fill_batch: xorshift64 (13, 7, 17), images then labels."""
+    s = 0x9E3779B97F4A7C15
+    mask = (1 << 64) - 1
+    x = [0.0] * count
+    scale = 1.0 / 16777216.0
+    for i in range(count):
+        s ^= (s << 13) & mask
+        s ^= s >> 7
+        s ^= (s << 17) & mask
+        x[i] = (s >> 40) * scale
+    labels = [0] * n
+    for i in range(n):
+        s ^= (s << 13) & mask
+        s ^= s >> 7
+        s ^= (s << 17) & mask
+        labels[i] = s % k
+    return x, labels
+
+
+# ---- run: the PyTorch measurements ---------------------------------------------------
+
+def build_model_classes(nn, F):
+    class PreActBlock(nn.Module):
+        def __init__(self, in_planes, planes, stride=1):
+            super().__init__()
+            self.bn1 = nn.BatchNorm2d(in_planes)
+            self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(planes)
+            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+            if stride != 1 or in_planes != planes:
+                self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
+
+        def forward(self, x):
+            out = F.relu(self.bn1(x))
+            shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
+            out = self.conv1(out)
+            out = self.conv2(F.relu(self.bn2(out)))
+            return out + shortcut
+
+    class PreActResNet18(nn.Module):
+        def __init__(self, width=64, classes=10):
+            super().__init__()
+            self.in_planes = width
+            self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+            self.layer1 = self._make(width, 1)
+            self.layer2 = self._make(width * 2, 2)
+            self.layer3 = self._make(width * 4, 2)
+            self.layer4 = self._make(width * 8, 2)
+            self.bn = nn.BatchNorm2d(width * 8)
+            self.linear = nn.Linear(width * 8, classes)
+
+        def _make(self, planes, stride):
+            layers = []
+            for s in [stride, 1]:
+                layers.append(PreActBlock(self.in_planes, planes, s))
+                self.in_planes = planes
+            return nn.Sequential(*layers)
+
+        def forward(self, x):
+            out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))
+            out = F.relu(self.bn(out))
+            out = F.avg_pool2d(out, 4)
+            return self.linear(out.view(out.size(0), -1))
+
+    return PreActResNet18
+
+
+def version_number(v):
+    """'1.13.1+cpu' -> 1.1301 (major + minor/100 + patch/10000)."""
+    parts = []
+    for p in v.split("+")[0].split(".")[:3]:
+        digits = ""
+        for ch in p:
+            if not ch.isdigit():
+                break
+            digits += ch
+        parts.append(int(digits or 0))
+    while len(parts) < 3:
+        parts.append(0)
+    return parts[0] + parts[1] / 100.0 + parts[2] / 10000.0
+
+
+def run_main(argv):
+    ap = argparse.ArgumentParser(prog="torch_bench.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--json", metavar="PATH", help="write the JSON object here (default stdout)")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--width", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--only", choices=["fwd", "train", "fgsm"])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke-test sizes: batch 4, width 8, 1 iteration, 1 warm-up")
+    ap.add_argument("--profile", action="store_true",
+                    help="print torch.profiler's operator table of one FGSM-AT step")
+    a = ap.parse_args(argv)
+    batch, width, iters, warmup = (4, 8, 1, 1) if a.quick else (128, 64, 5, 2)
+    batch = a.batch if a.batch else batch
+    width = a.width if a.width else width
+    iters = a.iters if a.iters else iters
+    warmup = a.warmup if a.warmup is not None else warmup
+    if min(batch, width, iters, a.threads) < 1 or warmup < 0:
+        ap.error("--batch, --width, --iters, --threads must be >= 1, --warmup >= 0")
+
+    rss_start = peak_rss_mib()
+    try:
+        import torch
+        import torch.nn as nn
+        import torch.nn.functional as F
+    except ImportError as e:
+        print(f"torch_bench.py: skip: {e} (install python3-torch for /usr/bin/python3: "
+              "scripts/setup-bench.sh)", file=sys.stderr)
+        return 77
+
+    out = sys.stderr if a.json in (None, "-") else sys.stdout
+    res = {}
+    load = loadavg()
+    torch.set_num_threads(a.threads)
+    torch.set_num_interop_threads(1)
+    torch.manual_seed(0)
+    tun = os.environ.get("GLIBC_TUNABLES", "")
+    mmap_off = "glibc.malloc.mmap_max=0" in tun
+    tcmalloc = "tcmalloc" in os.environ.get("LD_PRELOAD", "")
+    print(f"torch_bench.py, PyTorch {torch.__version__} ({sys.executable}), "
+          f"{torch.get_num_threads()} threads, mkldnn {torch.backends.mkldnn.is_available()}",
+          file=out)
+    if not (mmap_off or tcmalloc):
+        print("torch_bench.py: warning: neither GLIBC_TUNABLES=glibc.malloc.mmap_max=0 nor "
+              "tcmalloc: PyTorch pays an mmap/munmap per large tensor", file=out)
+    if load:
+        print(f"load      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min) at start",
+              file=out)
+        res["torch_loadavg_1min_start"] = load[0]
+    res["torch_version"] = version_number(torch.__version__)
+    res["torch_threads"] = torch.get_num_threads()
+    res["torch_batch"] = batch
+    res["torch_width"] = width
+    res["torch_iters"] = iters
+    res["torch_warmup"] = warmup
+    res["torch_quick"] = int(a.quick)
+    res["torch_glibc_mmap_max0"] = int(mmap_off)
+    res["torch_tcmalloc"] = int(tcmalloc)
+    res["torch_mkldnn"] = int(torch.backends.mkldnn.is_available())
+
+    classes = 10
+    xs, ys = fill_batch(batch * 3 * 32 * 32, batch, classes)
+    x = torch.tensor(xs, dtype=torch.float32).view(batch, 3, 32, 32)
+    y = torch.tensor(ys, dtype=torch.int64)
+    del xs, ys
+    model = build_model_classes(nn, F)(width=width, classes=classes)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
+                          weight_decay=WEIGHT_DECAY)
+    res["torch_prn18_params"] = sum(p.numel() for p in model.parameters())
+    rss_model = peak_rss_mib()
+
+    def fwd():
+        with torch.no_grad():
+            model(x)
+
+    def train_step(inp):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(inp), y).backward()
+        opt.step()
+
+    def input_grad():
+        xg = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(model(xg), y)
+        # only d loss / d x: autograd skips the weights' gradients
+        return torch.autograd.grad(loss, xg)[0]
+
+    def fgsm_step():
+        g = input_grad()
+        with torch.no_grad():
+            x_adv = x + EPS * g.sign()
+        train_step(x_adv)
+
+    def fwd_bwd():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+
+    def sgd_only():
+        opt.step()
+
+    rows = [  # key, label, function, part of --only
+        ("prn18_fwd", "forward", fwd, "fwd"),
+        ("train_step", "training step (fwd + CE + bwd + SGD)", lambda: train_step(x), "train"),
+        ("fgsm_step", "FGSM-AT step (input grad, x+eps*sign, train step)", fgsm_step, "fgsm"),
+        ("prn18_input_grad", "  part: input gradient (fwd + bwd, no weight grads)",
+         input_grad, None),
+        ("prn18_fwd_bwd", "  part: fwd + bwd with weight grads", fwd_bwd, None),
+        ("sgd_step", "  part: SGD step alone", sgd_only, None),
+    ]
+    if a.only:
+        rows = [r for r in rows if r[3] == a.only]
+    print(f"PreActResNet-18 (width {width}, 3x32x32, {classes} classes, "
+          f"{res['torch_prn18_params']} parameters), batch {batch}, training mode, "
+          f"{iters} timed iterations after {warmup} warm-up", file=out)
+    print(f"  {'':52s} {'median ms':>10s} {'min ms':>10s} {'other CPU':>10s}", file=out)
+    for key, label, fn, _ in rows:
+        times = []
+        c0 = cpu_snap()
+        for it in range(warmup + iters):
+            t0 = time.perf_counter()
+            fn()
+            dt = (time.perf_counter() - t0) * 1e3
+            if it >= warmup:
+                times.append(dt)
+        other = other_cpu_pct(c0, cpu_snap())
+        med = statistics.median(times)
+        res[f"torch_{key}_ms"] = med
+        res[f"torch_{key}_min_ms"] = min(times)
+        if other is not None:
+            res[f"torch_{key}_other_cpu_pct"] = other
+        ocpu = f"{other:9.1f}%" if other is not None else f"{'-':>10s}"
+        print(f"  {label:52s} {med:10.2f} {min(times):10.2f} {ocpu}", file=out, flush=True)
+
+    if a.only:
+        name = {"fwd": "prn18_fwd", "train": "train_step", "fgsm": "fgsm"}[a.only]
+        rss = peak_rss_mib()
+        res[f"torch_{name}_peak_rss_mib"] = rss
+        res["torch_rss_after_import_mib"] = rss_model if rss_model > 0 else rss_start
+        print(f"  peak RSS of this process: {rss:.1f} MiB (after import torch and building "
+              f"the model: {rss_model:.1f} MiB)", file=out)
+
+    if a.profile:
+        from torch.profiler import profile, ProfilerActivity
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fgsm_step()
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30),
+              file=out)
+
+    load = loadavg()
+    if load:
+        print(f"load      {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end", file=out)
+        res["torch_loadavg_1min_end"] = load[0]
+    write_json(res, a.json)
+    return 0
+
+
+# ---- merge: one JSON object and the comparison table ---------------------------------
+
+COMPARE = [  # libelle key, PyTorch key, ratio key, label
+    ("prn18_fwd_ms", "torch_prn18_fwd_ms", "prn18_fwd_vs_torch", "forward"),
+    ("train_step_ms", "torch_train_step_ms", "train_step_vs_torch",
+     "training step (fwd + CE + bwd + SGD)"),
+    ("fgsm_step_ms", "torch_fgsm_step_ms", "fgsm_vs_torch",
+     "FGSM-AT step (input grad, x+eps*sign, train step)"),
+    ("prn18_input_grad_ms", "torch_prn18_input_grad_ms", "prn18_input_grad_vs_torch",
+     "  part: input gradient (fwd + bwd, no weight grads)"),
+    ("prn18_fwd_bwd_ms", "torch_prn18_fwd_bwd_ms", "prn18_fwd_bwd_vs_torch",
+     "  part: fwd + bwd with weight grads"),
+    ("sgd_step_ms", "torch_sgd_step_ms", "sgd_step_vs_torch", "  part: SGD step alone"),
+]
+
+
+def load_json(path, what):
+    with open(path) as f:
+        doc = json.load(f)
+    check_flat_numbers(doc, f"{what} ({path})")
+    return doc
+
+
+def merge_main(argv):
+    ap = argparse.ArgumentParser(prog="torch_bench.py merge")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--elle", required=True, help="elle-bench's JSON (full run)")
+    ap.add_argument("--elle-rss", help="elle-bench --only fgsm JSON (peak RSS)")
+    ap.add_argument("--torch", help="torch_bench.py's JSON (absent: torch_available 0)")
+    ap.add_argument("--torch-rss", help="torch_bench.py --only fgsm JSON (peak RSS)")
+    a = ap.parse_args(argv)
+
+    doc = dict(load_json(a.elle, "elle-bench"))
+    if a.elle_rss:
+        for k, v in load_json(a.elle_rss, "elle-bench --only").items():
+            if "rss" in k:  # the timings of the short RSS run are not the benchmark's
+                doc[k] = v
+    have_torch = bool(a.torch)
+    doc["torch_available"] = int(have_torch)
+    if have_torch:
+        doc.update(load_json(a.torch, "torch_bench.py"))
+        if a.torch_rss:
+            for k, v in load_json(a.torch_rss, "torch_bench.py --only").items():
+                if "rss" in k:
+                    doc[k] = v
+        for mine, theirs, ratio, _ in COMPARE:
+            if doc.get(mine) and doc.get(theirs):
+                doc[ratio] = doc[mine] / doc[theirs]
+        if doc.get("fgsm_peak_rss_mib") and doc.get("torch_fgsm_peak_rss_mib"):
+            doc["fgsm_peak_rss_vs_torch"] = (doc["fgsm_peak_rss_mib"] /
+                                             doc["torch_fgsm_peak_rss_mib"])
+
+    def fmt(v, spec="10.2f"):
+        return format(v, spec) if isinstance(v, (int, float)) else f"{'-':>10s}"
+
+    print()
+    print(f"libelle vs PyTorch: PreActResNet-18, batch {doc.get('batch', '?')}, 32x32x3, "
+          f"{doc.get('threads', '?')} threads (PyTorch: {doc.get('torch_threads', '-')}), "
+          "training mode, median ms")
+    print(f"  {'':52s} {'libelle':>10s} {'PyTorch':>10s} {'ratio':>10s}   "
+          "other CPU % (libelle / PyTorch)")
+    for mine, theirs, ratio, label in COMPARE:
+        if mine not in doc and theirs not in doc:
+            continue
+        oc = [doc.get(k[:-3] + "_other_cpu_pct") for k in (mine, theirs)]
+        octxt = " / ".join(f"{v:.1f}" if v is not None else "-" for v in oc)
+        print(f"  {label:52s} {fmt(doc.get(mine))} {fmt(doc.get(theirs))} "
+              f"{fmt(doc.get(ratio), '10.3f')}   {octxt if any(v is not None for v in oc) else ''}")
+    if "fgsm_peak_rss_mib" in doc or "torch_fgsm_peak_rss_mib" in doc:
+        print(f"  {'peak RSS, FGSM-AT loop in its own process (MiB)':52s} "
+              f"{fmt(doc.get('fgsm_peak_rss_mib'), '10.1f')} "
+              f"{fmt(doc.get('torch_fgsm_peak_rss_mib'), '10.1f')} "
+              f"{fmt(doc.get('fgsm_peak_rss_vs_torch'), '10.3f')}")
+    if have_torch and "fgsm_vs_torch" in doc:
+        goal = "met" if doc["fgsm_vs_torch"] <= 0.80 else "NOT met"
+        print(f"  goal fgsm_vs_torch <= 0.80: {goal} ({doc['fgsm_vs_torch']:.3f})")
+    if not have_torch:
+        print("  PyTorch figures not measured (torch_available: 0)")
+    loads = [doc.get(k) for k in ("loadavg_1min_start", "loadavg_1min_end",
+                                  "torch_loadavg_1min_start", "torch_loadavg_1min_end")]
+    print("  1-min load: libelle " + " -> ".join(f"{v:.2f}" for v in loads[:2] if v is not None)
+          + ("; PyTorch " + " -> ".join(f"{v:.2f}" for v in loads[2:] if v is not None)
+             if have_torch else ""))
+    print("  (other CPU: other processes' share of the machine during the row; a figure "
+          "above a few % means the timing is disturbed)")
+    write_json(doc, a.out)
+    return 0
+
+
+def main(argv):
+    if argv and argv[0] == "merge":
+        return merge_main(argv[1:])
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    return run_main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
