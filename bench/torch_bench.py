@@ -395,7 +395,8 @@ def merge_main(argv):
     doc = dict(load_json(a.elle, "elle-bench"))
     if a.elle_rss:
         for k, v in load_json(a.elle_rss, "elle-bench --only").items():
-            if "rss" in k:  # the timings of the short RSS run are not the benchmark's
+            # the timings of the short RSS run are not the benchmark's
+            if "rss" in k or k == "model_memory_mib":
                 doc[k] = v
     have_torch = bool(a.torch)
     doc["torch_available"] = int(have_torch)
