@@ -444,8 +444,9 @@ def merge_main(argv):
     print("  1-min load: libelle " + " -> ".join(f"{v:.2f}" for v in loads[:2] if v is not None)
           + ("; PyTorch " + " -> ".join(f"{v:.2f}" for v in loads[2:] if v is not None)
              if have_torch else ""))
-    print("  (other CPU: other processes' share of the machine during the row; a figure "
-          "above a few % means the timing is disturbed)")
+    print("  (the load average counts the benchmark's own threads once it has run a while; "
+          "'other CPU' is\n  other processes' share of the machine during the row: above a "
+          "few % the timing is disturbed)")
     write_json(doc, a.out)
     return 0
 
