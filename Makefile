@@ -2,7 +2,7 @@
 # these targets install the Debian packages (scripts/setup.sh), configure
 # and build (scripts/build.sh), then run something.
 #
-#   make demo    train small_cnn on Fashion-MNIST with ELLE-A (3 epochs), writes out/demo/
+#   make demo    FGSM vs ELLE-A on Fashion-MNIST at eps 0.2 (docs/demo.md), writes out/demo/
 #   make test    run every test suite (meson test)
 #   make bench   run the benchmarks, writes out/bench/bench.json
 #                (BENCH_ARGS="--quick" or other elle-bench options pass through)

@@ -132,6 +132,32 @@ fi
 
 status=0
 merge_args="--elle $tmp"
+methods_bin="$builddir/bench/elle-bench-methods"
+tmp_methods="$outdir/.methods.json.tmp"
+tmp_methods_rss="$outdir/.methods-rss.json.tmp"
+tmp_torch_elle_rss="$outdir/.torch-elle-rss.json.tmp"
+trap 'rm -f "$tmp" "$tmp_rss" "$tmp_torch" "$tmp_torch_rss" "$tmp_methods" "$tmp_methods_rss" "$tmp_torch_elle_rss"' EXIT
+if [ -x "$methods_bin" ]; then
+    echo
+    echo "bench.sh: adversarial training step per method (elle-bench-methods)"
+    # shellcheck disable=SC2086
+    if "$methods_bin" --json "$tmp_methods" --threads "$threads" $both; then
+        merge_args="$merge_args --methods $tmp_methods"
+    else
+        echo "bench.sh: elle-bench-methods failed; no per-method figures" >&2
+        status=1
+    fi
+    echo
+    echo "bench.sh: libelle ELLE loop in its own process (peak RSS)"
+    # shellcheck disable=SC2086
+    if "$methods_bin" --only elle --json "$tmp_methods_rss" --threads "$threads" $both \
+        --iters 1 --warmup 1; then
+        merge_args="$merge_args --methods-rss $tmp_methods_rss"
+    else
+        echo "bench.sh: elle-bench-methods --only elle failed; no ELLE peak RSS" >&2
+        status=1
+    fi
+fi
 if [ "$no_torch" = 0 ]; then
     # peak RSS of the FGSM-AT loop alone (one timed iteration is enough)
     echo
@@ -173,6 +199,16 @@ if [ "$no_torch" = 0 ]; then
                 merge_args="$merge_args --torch-rss $tmp_torch_rss"
             else
                 echo "bench.sh: torch_bench.py --only fgsm failed; no PyTorch peak RSS" >&2
+                status=1
+            fi
+            echo
+            echo "bench.sh: PyTorch ELLE loop in its own process (peak RSS)"
+            # shellcheck disable=SC2086
+            if GLIBC_TUNABLES=$tun "$debian_python" bench/torch_bench.py --only elle \
+                --json "$tmp_torch_elle_rss" --threads "$threads" $both --iters 1 --warmup 1; then
+                merge_args="$merge_args --torch-rss $tmp_torch_elle_rss"
+            else
+                echo "bench.sh: torch_bench.py --only elle failed; no PyTorch ELLE peak RSS" >&2
                 status=1
             fi
         else

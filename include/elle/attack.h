@@ -1,7 +1,8 @@
 /*
  * libelle — adversarial attacks in the L-inf ball: FGSM, RS-FGSM, N-FGSM and
- * PGD (training PGD-k and evaluation PGD-K-R), and robust accuracy over a
- * dataset.
+ * PGD (training PGD-k and evaluation PGD-K-R), AutoAttack (APGD-CE,
+ * APGD-DLR, APGD-T, FAB-T, Square and the standard and 'rand' pipelines),
+ * and robust accuracy over a dataset.
  *
  *     elle_attack *a;
  *     elle_attack_create(&a, model, ELLE_ATTACK_PGD);
@@ -13,10 +14,19 @@
  *     elle_attack_evaluate(a, test, 0, 512, &clean, &robust, &total);
  *     elle_attack_free(a);
  *
- * Every attack ascends the batch-mean cross-entropy CE_mean = (1/n) sum_i
- * CE(f(x_i), y_i) by signed-gradient steps, starting at x (FGSM) or at x
- * plus uniform noise. docs/attacks.md gives each definition exactly, the
- * defaults, and where they follow or depart from the reference code.
+ * The FGSM and PGD kinds ascend the batch-mean cross-entropy CE_mean = (1/n)
+ * sum_i CE(f(x_i), y_i) by signed-gradient steps, starting at x (FGSM) or at
+ * x plus uniform noise. The AutoAttack kinds follow the AutoAttack reference
+ * code (fra31/auto-attack, the commit RobustBench pins), including its
+ * random-number stream: with SEED = S they draw the numbers
+ * torch.manual_seed(S) would. docs/attacks.md gives each definition exactly,
+ * the defaults, and where they follow or depart from the reference code.
+ *
+ *     elle_attack_create(&a, model, ELLE_ATTACK_AUTOATTACK);
+ *     elle_attack_set_param(a, ELLE_ATTACK_PARAM_EPS, 8.0 / 255);
+ *     elle_attack_evaluate(a, test, 1000, 250, &clean, &robust, &total);
+ *     for (int s = 0; s < elle_attack_num_stages(a); s++)
+ *         elle_attack_stage_result(a, s, &name, &robust_after, &seconds);
  *
  * The model is used in whatever mode it is in: in training mode (the
  * reference's training attacks) every forward of the attack uses batch
@@ -52,8 +62,22 @@ typedef enum elle_attack_kind {
                                   alpha = 1.25 eps, projected onto the eps-ball */
     ELLE_ATTACK_N_FGSM = 2,  /**< "n-fgsm": start x + U[-k eps, k eps] (k = 2), one step of
                                   alpha = eps, no projection */
-    ELLE_ATTACK_PGD = 3      /**< "pgd": start x + U[-eps, eps], `steps` steps of alpha
+    ELLE_ATTACK_PGD = 3,     /**< "pgd": start x + U[-eps, eps], `steps` steps of alpha
                                   (eps/4) projected onto the eps-ball, `restarts` restarts */
+    ELLE_ATTACK_APGD_CE = 4, /**< "apgd-ce": APGD on the cross-entropy, `steps` (100)
+                                  iterations, `restarts` (1) */
+    ELLE_ATTACK_APGD_DLR = 5, /**< "apgd-dlr": APGD on the untargeted DLR loss (>= 3
+                                   classes) */
+    ELLE_ATTACK_APGD_T = 6,  /**< "apgd-t": APGD on the targeted DLR loss, targets the
+                                  classes of clean-logit ranks 2 .. n_target_classes+1
+                                  (>= 4 classes) */
+    ELLE_ATTACK_FAB_T = 7,   /**< "fab-t": targeted FAB (minimum-norm), `steps` (100)
+                                  iterations per target, no random start */
+    ELLE_ATTACK_SQUARE = 8,  /**< "square": Square Attack (score-based), `n_queries`
+                                  (5000) queries, margin loss */
+    ELLE_ATTACK_AUTOATTACK = 9 /**< "autoattack": `version` standard (apgd-ce, apgd-t,
+                                    fab-t, square) or rand (apgd-ce, apgd-dlr with
+                                    eot_iter 20), each on the points still robust */
 } elle_attack_kind;
 
 /**
@@ -88,9 +112,22 @@ typedef enum elle_attack_param {
                                              once an iterate misclassifies it, and that
                                              iterate is kept over any later restart; 0 or 1
                                              (0) */
-    ELLE_ATTACK_PARAM_SEED = 10         /**< "seed": key of the noise stream,
+    ELLE_ATTACK_PARAM_SEED = 10,        /**< "seed": key of the noise stream,
                                              0 .. 2^53-1 (0); setting it resets the counter
-                                             to 0 */
+                                             to 0. AutoAttack kinds: the torch seed S
+                                             (MT19937 seeded with S mod 2^32 per attack
+                                             and chunk, as `adversary.seed = S`) */
+    ELLE_ATTACK_PARAM_N_TARGET_CLASSES = 11, /**< "n_target_classes": apgd-t and fab-t
+                                                  targets, 1 .. 100000 (9); at most
+                                                  classes - 1 are used */
+    ELLE_ATTACK_PARAM_N_QUERIES = 12,   /**< "n_queries": square queries, 1 .. 10^7
+                                             (5000) */
+    ELLE_ATTACK_PARAM_EOT_ITER = 13,    /**< "eot_iter": APGD gradients averaged per
+                                             iterate (expectation over transformation),
+                                             0 .. 1000; 0 = the version's default: 20 for
+                                             autoattack version rand, 1 otherwise (0) */
+    ELLE_ATTACK_PARAM_VERSION = 14      /**< "version": autoattack only; 0 = standard,
+                                             1 = rand (0) */
 } elle_attack_param;
 
 /**
@@ -128,7 +165,8 @@ ELLE_API int elle_attack_param_bounds(elle_attack_param param, double *lo, doubl
 
 /**
  * Parameter by name: "eps", "alpha", "steps", "restarts", "noise_mult",
- * "random_start", "project", "clamp_image", "early_stop", "seed".
+ * "random_start", "project", "clamp_image", "early_stop", "seed",
+ * "n_target_classes", "n_queries", "eot_iter", "version".
  * ELLE_EINVAL if unknown. @since v0.1
  */
 ELLE_API int elle_attack_param_from_name(const char *name, elle_attack_param *out);
@@ -136,13 +174,17 @@ ELLE_API int elle_attack_param_from_name(const char *name, elle_attack_param *ou
 /** Static name of a parameter, NULL if unknown. @since v0.1 */
 ELLE_API const char *elle_attack_param_name(elle_attack_param param);
 
-/** Static name of a kind ("fgsm", "rs-fgsm", "n-fgsm", "pgd"), NULL if unknown. @since v0.1 */
+/**
+ * Static name of a kind ("fgsm", "rs-fgsm", "n-fgsm", "pgd", "apgd-ce",
+ * "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack"), NULL if unknown.
+ * @since v0.1
+ */
 ELLE_API const char *elle_attack_kind_name(elle_attack_kind kind);
 
 /**
- * Kind by name: "fgsm", "rs-fgsm", "n-fgsm", "pgd" (the underscore
- * spellings "rs_fgsm", "n_fgsm" are accepted too). ELLE_EINVAL if unknown.
- * @since v0.1
+ * Kind by name: the names of elle_attack_kind_name (the underscore
+ * spellings "rs_fgsm", "apgd_ce", ... are accepted too). ELLE_EINVAL if
+ * unknown. @since v0.1
  */
 ELLE_API int elle_attack_kind_from_name(const char *name, elle_attack_kind *out);
 
@@ -167,7 +209,16 @@ ELLE_API int elle_attack_set_rng_counter(elle_attack *a, uint64_t counter);
  * ELLE_ENOMEM when the first call cannot allocate the buffers. In training
  * mode the BatchNorm running statistics are updated by every forward of the
  * attack (one per step, plus one per restart when restarts > 1 or
- * early_stop is on). @since v0.1
+ * early_stop is on).
+ *
+ * AutoAttack kinds: the reference's perturb(x, y) on these n points (one
+ * chunk; autoattack runs its attacks in order on the points still robust);
+ * x_adv_out holds, per sample, the adversarial point found (inside the
+ * eps-ball and [0, 1]) or x. They also need x in [0, 1] (ELLE_EINVAL), are
+ * host-side loops around the model's forward and backward (the model is
+ * used in its current mode; use eval mode), and return ELLE_EUNSUPPORTED
+ * for apgd-dlr with fewer than 3 classes and apgd-t (and autoattack's
+ * standard version) with fewer than 4. @since v0.1
  */
 ELLE_API int elle_attack_perturb(elle_attack *a, const float *x, const int32_t *y, int64_t n,
                                  float *x_adv_out);
@@ -195,7 +246,17 @@ ELLE_API int elle_attack_perturb(elle_attack *a, const float *x, const int32_t *
  * outside the model's classes; ELLE_ESHAPE when the dataset's image shape
  * differs from the model's input or batch exceeds the reserved batch;
  * ELLE_ESTATE before elle_model_reserve; ELLE_ENUMERIC for non-finite
- * logits. @since v0.1
+ * logits.
+ *
+ * AutoAttack kinds: the reference's run_standard_evaluation over the first
+ * n_max samples with bs = batch: a clean pass, then each attack (one for
+ * the single-attack kinds) on the still-robust samples, in index order, in
+ * chunks of `batch` (batches span the whole set, not one batch at a time),
+ * each chunk judged by a fresh forward. robust_correct_out is the count
+ * after the last attack; elle_attack_stage_result gives it after each.
+ * Their errors are elle_attack_perturb's, plus ELLE_ERROR if an attack
+ * returned a misclassified point outside the eps-ball (an internal bug;
+ * never counted). @since v0.1
  */
 ELLE_API int elle_attack_evaluate(elle_attack *a, const elle_dataset *d, int64_t n_max,
                                   int64_t batch, int64_t *clean_correct_out,
@@ -203,6 +264,27 @@ ELLE_API int elle_attack_evaluate(elle_attack *a, const elle_dataset *d, int64_t
 
 /** Bytes of memory the attack holds (its buffers; 0 before first use). @since v0.1 */
 ELLE_API size_t elle_attack_memory_size(const elle_attack *a);
+
+/**
+ * Number of stages of the last successful elle_attack_evaluate: the
+ * attacks autoattack ran in order (4 for the standard version, 2 for rand),
+ * 1 for every other kind, 0 before any evaluate. ELLE_EINVAL (negative)
+ * when a is NULL. @since v0.1
+ */
+ELLE_API int elle_attack_num_stages(const elle_attack *a);
+
+/**
+ * Result of stage `stage` (0 .. elle_attack_num_stages - 1) of the last
+ * successful elle_attack_evaluate: the attack's static name ("apgd-ce",
+ * "apgd-t", "fab-t", "square", "apgd-dlr", or the kind's name), the robust
+ * count after it (samples correct at x and not broken by this or an
+ * earlier stage; non-increasing over the stages) and its wall time in
+ * seconds (0 for a stage that had no robust sample left to attack). Any out
+ * pointer may be NULL. ELLE_EINVAL for NULL a or a stage out of range.
+ * @since v0.1
+ */
+ELLE_API int elle_attack_stage_result(const elle_attack *a, int stage, const char **name,
+                                      int64_t *robust_correct, double *seconds);
 
 ELLE_END_DECL
 

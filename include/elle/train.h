@@ -266,8 +266,9 @@ ELLE_API int elle_train_path_from_name(const char *name, elle_train_path *out);
  * every batch x is replaced by attack(x) for the training loss, the model in
  * training mode (the attack's forwards update the BatchNorm running
  * statistics, as the reference). The attack keeps its own parameters and
- * random stream. ELLE_EINVAL when the attack was created on another model.
- * @since v0.1
+ * random stream. ELLE_EINVAL when the attack was created on another model;
+ * ELLE_EUNSUPPORTED for the evaluation-only kinds (APGD, FAB-T, Square,
+ * AutoAttack). @since v0.1
  */
 ELLE_API int elle_trainer_set_attack(elle_trainer *t, elle_attack *attack);
 

@@ -1,6 +1,9 @@
 /*
  * elle_attack: the handle, its parameters and buffers, the host-array entry
  * point, and the building blocks the algorithms (fgsm.c, pgd.c) are made of.
+ * The AutoAttack kinds (apgd.c, fab.c, square.c, autoattack.c) run on host
+ * arrays through elle__aa_model; this file maps the handle's parameters to
+ * theirs.
  *
  * Buffers live in backend memory and are allocated once, for the model's
  * reserved batch, the first time they are needed; a step allocates nothing.
@@ -27,11 +30,17 @@ static const elle__param_spec attack_params[] = {
     {ELLE_ATTACK_PARAM_CLAMP_IMAGE, "clamp_image", 0, 1, 1, 0},
     {ELLE_ATTACK_PARAM_EARLY_STOP, "early_stop", 0, 1, 1, 0},
     {ELLE_ATTACK_PARAM_SEED, "seed", 0, 9007199254740991.0, 1, 0},
+    {ELLE_ATTACK_PARAM_N_TARGET_CLASSES, "n_target_classes", 1, 100000, 1, 9},
+    {ELLE_ATTACK_PARAM_N_QUERIES, "n_queries", 1, 10000000, 1, 5000},
+    {ELLE_ATTACK_PARAM_EOT_ITER, "eot_iter", 0, 1000, 1, 0},
+    {ELLE_ATTACK_PARAM_VERSION, "version", 0, 1, 1, 0},
 };
 #define N_ATTACK_PARAMS (sizeof attack_params / sizeof attack_params[0])
 
-static const char *const kind_names[] = {"fgsm", "rs-fgsm", "n-fgsm", "pgd"};
-#define N_KINDS 4
+static const char *const kind_names[] = {"fgsm",    "rs-fgsm", "n-fgsm", "pgd",
+                                         "apgd-ce", "apgd-dlr", "apgd-t", "fab-t",
+                                         "square",  "autoattack"};
+#define N_KINDS 10
 
 /* ---- names ---------------------------------------------------------------------- */
 
@@ -47,22 +56,20 @@ int elle_attack_kind_from_name(const char *name, elle_attack_kind *out)
     ELLE_CHECK_ARG(name != NULL);
     ELLE_CHECK_ARG(out != NULL);
     for (int i = 0; i < N_KINDS; i++) {
-        if (strcmp(name, kind_names[i]) == 0) {
+        /* the CLI's method names use '-', Python keyword style uses '_' */
+        const char *k = kind_names[i], *v = name;
+        while (*k && (*v == *k || (*v == '_' && *k == '-'))) {
+            k++;
+            v++;
+        }
+        if (*k == '\0' && *v == '\0') {
             *out = (elle_attack_kind)i;
             return ELLE_OK;
         }
     }
-    /* the CLI's method names use '-', Python keyword style uses '_' */
-    if (strcmp(name, "rs_fgsm") == 0) {
-        *out = ELLE_ATTACK_RS_FGSM;
-        return ELLE_OK;
-    }
-    if (strcmp(name, "n_fgsm") == 0) {
-        *out = ELLE_ATTACK_N_FGSM;
-        return ELLE_OK;
-    }
     ELLE_FAIL(ELLE_EINVAL,
-              "elle_attack_kind_from_name: unknown attack '%s' (fgsm, rs-fgsm, n-fgsm, pgd)",
+              "elle_attack_kind_from_name: unknown attack '%s' (fgsm, rs-fgsm, n-fgsm, pgd, "
+              "apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack)",
               name);
 }
 
@@ -85,7 +92,7 @@ int elle_attack_create(elle_attack **out, elle_model *model, elle_attack_kind ki
     if ((int)kind < 0 || (int)kind >= N_KINDS)
         ELLE_FAIL(ELLE_EINVAL,
                   "elle_attack_create: unknown attack kind %d (0 fgsm, 1 rs-fgsm, 2 n-fgsm, "
-                  "3 pgd)",
+                  "3 pgd, 4 apgd-ce, 5 apgd-dlr, 6 apgd-t, 7 fab-t, 8 square, 9 autoattack)",
                   (int)kind);
     elle_attack *a = calloc(1, sizeof *a);
     if (!a)
@@ -107,6 +114,15 @@ int elle_attack_create(elle_attack **out, elle_model *model, elle_attack_kind ki
         a->p[ELLE_ATTACK_PARAM_PROJECT] = 0;
         break;
     case ELLE_ATTACK_PGD:
+        break;
+    case ELLE_ATTACK_APGD_CE:
+    case ELLE_ATTACK_APGD_DLR:
+    case ELLE_ATTACK_APGD_T:
+    case ELLE_ATTACK_FAB_T:
+    case ELLE_ATTACK_AUTOATTACK:
+        a->p[ELLE_ATTACK_PARAM_STEPS] = 100; /* the reference's n_iter */
+        break;
+    case ELLE_ATTACK_SQUARE:
         break;
     }
     *out = a;
@@ -136,17 +152,50 @@ static void release_buffers(elle_attack *a)
     a->bytes = 0;
 }
 
+static size_t aa_bytes(const elle_attack *a)
+{
+    if (!a->aa_ready)
+        return 0;
+    return ((size_t)(2 * a->aa.numel) + (size_t)a->aa.classes) * (size_t)a->aa.max_batch *
+           sizeof(float);
+}
+
 void elle_attack_free(elle_attack *a)
 {
     if (!a)
         return;
     release_buffers(a);
+    if (a->aa_ready)
+        elle__aa_model_release(&a->aa);
     free(a);
 }
 
 size_t elle_attack_memory_size(const elle_attack *a)
 {
-    return a ? sizeof *a + a->bytes : 0;
+    return a ? sizeof *a + a->bytes + aa_bytes(a) : 0;
+}
+
+int elle_attack_num_stages(const elle_attack *a)
+{
+    ELLE_CHECK_ARG(a != NULL);
+    return a->n_stages;
+}
+
+int elle_attack_stage_result(const elle_attack *a, int stage, const char **name,
+                             int64_t *robust_correct, double *seconds)
+{
+    ELLE_CHECK_ARG(a != NULL);
+    if (stage < 0 || stage >= a->n_stages)
+        ELLE_FAIL(ELLE_EINVAL, "elle_attack_stage_result: stage %d outside [0, %d) (the stages "
+                               "of the last elle_attack_evaluate)",
+                  stage, a->n_stages);
+    if (name)
+        *name = a->stages[stage].name;
+    if (robust_correct)
+        *robust_correct = a->stages[stage].robust;
+    if (seconds)
+        *seconds = a->stages[stage].seconds;
+    return ELLE_OK;
 }
 
 /* ---- parameters ----------------------------------------------------------------- */
@@ -400,12 +449,135 @@ int elle__attack_copy_rows(elle_attack *a, int64_t n, const unsigned char *mask,
     return ELLE_OK;
 }
 
+/* ---- AutoAttack kinds ----------------------------------------------------------- */
+
+int elle__attack_is_aa(elle_attack_kind kind)
+{
+    return kind >= ELLE_ATTACK_APGD_CE && kind <= ELLE_ATTACK_AUTOATTACK;
+}
+
+void elle__attack_aa_config(const elle_attack *a, elle__aa_params *p, elle__aa_attack *attacks,
+                            int *n_attacks)
+{
+    const int rand_version =
+        a->kind == ELLE_ATTACK_AUTOATTACK && a->p[ELLE_ATTACK_PARAM_VERSION] != 0;
+    /* eps meets the float32 images as a float, as in the reference */
+    elle__aa_params_standard(p, (float)a->p[ELLE_ATTACK_PARAM_EPS],
+                             (uint64_t)a->p[ELLE_ATTACK_PARAM_SEED]);
+    p->n_iter = (int)a->p[ELLE_ATTACK_PARAM_STEPS];
+    p->n_restarts = (int)a->p[ELLE_ATTACK_PARAM_RESTARTS];
+    p->n_target_classes = (int)a->p[ELLE_ATTACK_PARAM_N_TARGET_CLASSES];
+    p->n_queries = (int)a->p[ELLE_ATTACK_PARAM_N_QUERIES];
+    const int eot = (int)a->p[ELLE_ATTACK_PARAM_EOT_ITER];
+    p->eot_iter = eot > 0 ? eot : rand_version ? 20 : 1;
+    int n = 0;
+    switch (a->kind) {
+    case ELLE_ATTACK_APGD_CE: attacks[n++] = ELLE__AA_APGD_CE; break;
+    case ELLE_ATTACK_APGD_DLR: attacks[n++] = ELLE__AA_APGD_DLR; break;
+    case ELLE_ATTACK_APGD_T: attacks[n++] = ELLE__AA_APGD_T; break;
+    case ELLE_ATTACK_FAB_T: attacks[n++] = ELLE__AA_FAB_T; break;
+    case ELLE_ATTACK_SQUARE: attacks[n++] = ELLE__AA_SQUARE; break;
+    case ELLE_ATTACK_AUTOATTACK:
+        attacks[n++] = ELLE__AA_APGD_CE;
+        if (rand_version) {
+            attacks[n++] = ELLE__AA_APGD_DLR;
+        } else {
+            attacks[n++] = ELLE__AA_APGD_T;
+            attacks[n++] = ELLE__AA_FAB_T;
+            attacks[n++] = ELLE__AA_SQUARE;
+        }
+        break;
+    default: break;
+    }
+    *n_attacks = n;
+}
+
+int elle__attack_aa_prepare(elle_attack *a, int64_t n, const char *fn)
+{
+    int64_t max_batch = elle__model_max_batch(a->model);
+    if (max_batch == 0)
+        ELLE_FAIL(ELLE_ESTATE, "%s: call elle_model_reserve on the model first", fn);
+    if (n < 1 || n > max_batch)
+        ELLE_FAIL(ELLE_ESHAPE, "%s: batch of %lld outside [1, %lld] (the model's reserved batch)",
+                  fn, (long long)n, (long long)max_batch);
+    /* the DLR losses rank the logits: untargeted needs 3, targeted 4 */
+    const int64_t classes = elle_model_num_classes(a->model);
+    const int rand_version =
+        a->kind == ELLE_ATTACK_AUTOATTACK && a->p[ELLE_ATTACK_PARAM_VERSION] != 0;
+    int64_t need = 2;
+    const char *why = NULL;
+    if (a->kind == ELLE_ATTACK_APGD_DLR || rand_version) {
+        need = 3;
+        why = "the DLR loss";
+    } else if (a->kind == ELLE_ATTACK_APGD_T || a->kind == ELLE_ATTACK_AUTOATTACK) {
+        need = 4;
+        why = "the targeted DLR loss (apgd-t)";
+    }
+    if (classes < need)
+        ELLE_FAIL(ELLE_EUNSUPPORTED, "%s: %s needs >= %lld classes, the model has %lld", fn, why,
+                  (long long)need, (long long)classes);
+    if (a->aa_ready && a->aa.max_batch >= max_batch)
+        return ELLE_OK;
+    if (a->aa_ready) {
+        elle__aa_model_release(&a->aa);
+        a->aa_ready = 0;
+    }
+    int rc = elle__aa_model_init(&a->aa, a->model);
+    if (rc < 0) {
+        elle__error_prefix("%s", fn);
+        return rc;
+    }
+    a->aa_ready = 1;
+    return ELLE_OK;
+}
+
+/* elle_attack_perturb of the AutoAttack kinds (a, x, y, x_adv_out and n >= 1
+ * checked by the caller). */
+static int aa_perturb(elle_attack *a, const float *x, const int32_t *y, int64_t n,
+                      float *x_adv_out, const char *fn)
+{
+    ELLE_TRY(elle__attack_aa_prepare(a, n, fn));
+    const int64_t numel = a->aa.numel, count = n * numel;
+    for (int64_t i = 0; i < count; i++)
+        if (!(x[i] >= 0.0f && x[i] <= 1.0f))
+            ELLE_FAIL(ELLE_EINVAL, "%s: x[%lld] = %g outside [0, 1] (sample %lld)", fn,
+                      (long long)i, (double)x[i], (long long)(i / numel));
+    for (int64_t i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= a->aa.classes)
+            ELLE_FAIL(ELLE_EINVAL, "%s: y[%lld] = %d outside [0, %lld)", fn, (long long)i,
+                      (int)y[i], (long long)a->aa.classes);
+    elle__aa_params p;
+    elle__aa_attack attacks[ELLE__AA_MAX_STAGES];
+    int n_attacks = 0;
+    elle__attack_aa_config(a, &p, attacks, &n_attacks);
+    /* the components may not write over x: a separate output */
+    float *out = malloc((size_t)count * sizeof(float));
+    if (!out)
+        ELLE_FAIL(ELLE_ENOMEM, "%s: out of memory for %lld images", fn, (long long)n);
+    int rc;
+    if (a->kind == ELLE_ATTACK_AUTOATTACK)
+        rc = elle__autoattack_run(&a->aa, &p, attacks, n_attacks, x, y, n, n, NULL, out, NULL,
+                                  NULL);
+    else
+        rc = elle__aa_perturb(&a->aa, &p, attacks[0], x, y, n, out);
+    if (rc == ELLE_OK)
+        memcpy(x_adv_out, out, (size_t)count * sizeof(float));
+    else
+        elle__error_prefix("%s", fn);
+    free(out);
+    return rc;
+}
+
 /* ---- entry points --------------------------------------------------------------- */
 
 int elle__attack_run(elle_attack *a, const int32_t *y, int64_t n, float *x_adv,
                      unsigned char *fooled)
 {
     elle__backend *be = elle__model_backend(a->model);
+    if (elle__attack_is_aa(a->kind))
+        ELLE_FAIL(ELLE_EUNSUPPORTED, "attack: %s runs on host arrays only (elle_attack_perturb, "
+                                     "elle_attack_evaluate), not inside training",
+                  kind_names[a->kind]);
     /* CE_mean: every sample weighs 1/n (the reference's mean reduction) */
     ELLE_TRY(be->ops->fill(be, n, 1.0f / (float)n, a->coef));
     if (a->kind == ELLE_ATTACK_PGD)
@@ -435,6 +607,8 @@ int elle_attack_perturb(elle_attack *a, const float *x, const int32_t *y, int64_
                   (const void *)a, (const void *)x, (const void *)y, (const void *)x_adv_out);
     if (n < 1)
         ELLE_FAIL(ELLE_EINVAL, "%s: n = %lld, need n >= 1", fn, (long long)n);
+    if (elle__attack_is_aa(a->kind))
+        return aa_perturb(a, x, y, n, x_adv_out, fn);
     ELLE_TRY(elle__attack_prepare(a, n, fn));
     const int64_t count = n * a->numel;
     for (int64_t i = 0; i < count; i++)

@@ -13,10 +13,18 @@
 
 #include <stdint.h>
 
+#include "attacks/autoattack_internal.h"
 #include "backend/backend.h"
 #include "elle/attack.h"
 
-#define ELLE__ATTACK_PARAM_SLOTS 11 /* parameter values by enum id (1 .. 10) */
+#define ELLE__ATTACK_PARAM_SLOTS 15 /* parameter values by enum id (1 .. 14) */
+
+/* One stage of the last elle_attack_evaluate (elle_attack_stage_result). */
+typedef struct elle__attack_stage {
+    const char *name; /* static */
+    int64_t robust;
+    double seconds;
+} elle__attack_stage;
 
 struct elle_attack {
     elle_model *model; /* borrowed */
@@ -46,7 +54,32 @@ struct elle_attack {
     unsigned char *h_fooled; /* (cap) 1 once a checked point misclassified the sample */
     unsigned char *h_mask;   /* (cap) scratch: rows to copy */
     size_t bytes; /* backend + host bytes held */
+
+    /* AutoAttack kinds: the model as a host function (autoattack_model.c),
+     * set up on first use for the model's reserved batch (aa_ready). */
+    elle__aa_model aa;
+    int aa_ready;
+
+    /* stages of the last successful elle_attack_evaluate */
+    int n_stages;
+    elle__attack_stage stages[ELLE__AA_MAX_STAGES];
 };
+
+/* 1 for the AutoAttack kinds (apgd-ce .. autoattack), which run on host
+ * arrays through elle__aa_model instead of the device building blocks. */
+int elle__attack_is_aa(elle_attack_kind kind);
+
+/* The AutoAttack parameters from the attack's (eps, steps, restarts,
+ * n_target_classes, n_queries, eot_iter, version, seed), and the attacks
+ * the kind runs in order (*n_attacks of them). */
+void elle__attack_aa_config(const elle_attack *a, elle__aa_params *p, elle__aa_attack *attacks,
+                            int *n_attacks);
+
+/* Make a->aa hold the model's reserved batch and n fit: ELLE_ESTATE before
+ * elle_model_reserve, ELLE_ESHAPE for n outside [1, max batch],
+ * ELLE_EUNSUPPORTED when the kind needs more classes than the model has,
+ * ELLE_ENOMEM. */
+int elle__attack_aa_prepare(elle_attack *a, int64_t n, const char *fn);
 
 /* The step size in use: ALPHA, or the kind's default relative to EPS when
  * ALPHA is 0. */

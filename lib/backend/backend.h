@@ -234,6 +234,55 @@ typedef struct elle__backend_ops {
      * makes lib/train compose it from scale and axpy, equal up to rounding) */
     int (*sgd_update)(elle__backend *be, int64_t n, float lr, float momentum, float wd,
                       int nesterov, float *p, const float *grad, float *buf);
+
+    /* ---- tangent ops (appended): forward-mode derivatives of the ops above,
+     * for the second-order primitive (DESIGN.md §4, docs/second-order.md).
+     * A tangent has the shape and layout of the value it is the tangent of;
+     * all of an op's activation tensors share one layout. The forward's
+     * routing is kept: a fused ReLU masks with the forward's y > 0 (its
+     * second derivative is zero), max pooling uses the forward's argmax.
+     * (optional: NULL makes every tangent pass of the model fail with
+     * ELLE_EUNSUPPORTED) */
+
+    /* yt := d/dt y(x + t xt), y the batch norm of bn_fwd_train (training:
+     * mean/var are the forward's saved batch statistics, through which the
+     * tangent flows) or bn_fwd_infer (!training: the running statistics,
+     * constants). With s = 1/sqrt(var + eps), xhat = (x - mean) s and
+     * per-channel means over (n, h, w):
+     *   training: yt = mask * gamma * s * (xt - mean(xt) - xhat * mean(xhat xt))
+     *   !training: yt = mask * gamma * s * xt
+     * mask = (y > 0) with fuse_relu, else 1. Running statistics are not
+     * touched. yt may alias xt. */
+    int (*bn_fwd_tangent)(elle__backend *be, const elle__bn_desc *bd, int training,
+                          const elle__tensor *x, const elle__tensor *y, const elle__tensor *xt,
+                          const float *gamma, const float *mean, const float *var,
+                          const void *ws, elle__tensor *yt);
+    /* Tangent of bn_bwd along the input tangent xt and the output gradient's
+     * tangent dyt (x, y, dy, gamma, mean, var, ws as given to bn_bwd).
+     * Writes dxt := d/dt dx (NULL: skip); accumulates dgamma_t += d/dt
+     * dgamma and dbeta_t += d/dt dbeta unless NULL. The closed form is
+     * derived in docs/second-order.md. */
+    int (*bn_bwd_tangent)(elle__backend *be, const elle__bn_desc *bd, int training,
+                          const elle__tensor *x, const elle__tensor *y, const elle__tensor *xt,
+                          const elle__tensor *dy, const elle__tensor *dyt, const float *gamma,
+                          const float *mean, const float *var, const void *ws,
+                          elle__tensor *dxt, float *dgamma_t, float *dbeta_t);
+    /* yt := tangent of pool_fwd(x) along xt: average pooling is pool_fwd of
+     * xt; max pooling takes, per window, xt at the forward's argmax (x, y,
+     * ws from that forward; the first maximum in scan order, the forward's
+     * rule). The tangent of pool_bwd is pool_bwd itself (linear). */
+    int (*pool_fwd_tangent)(elle__backend *be, const elle__pool_desc *pd, const elle__tensor *x,
+                            const elle__tensor *y, const void *ws, const elle__tensor *xt,
+                            elle__tensor *yt);
+    /* Tangent of xent_bwd along the logits' tangent zt, plus an optional
+     * ordinary gradient: with p = softmax(z_i),
+     *   dzt_i := coef[i] * (p * zt_i - p (p . zt_i))
+     *            + (gcoef ? gcoef[i] * (p - onehot(labels[i])) : 0)
+     *   loss_t[i] := (p - onehot(labels[i])) . zt_i   (d loss_i / dt; NULL: skip)
+     * logits, zt, dzt (n, k, 1, 1) plain; dzt may alias zt. */
+    int (*xent_tangent)(elle__backend *be, const elle__tensor *logits, const int32_t *labels,
+                        const float *coef, const float *gcoef, const elle__tensor *logits_t,
+                        elle__tensor *dlogits_t, float *loss_t);
 } elle__backend_ops;
 
 struct elle__backend {

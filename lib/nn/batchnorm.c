@@ -6,6 +6,11 @@
  * averages (unbiased variance) and num_batches_tracked, as PyTorch does on
  * every train-mode forward. Eval mode uses the running statistics and the
  * backward treats them as constants.
+ *
+ * Tangents (bn_fwd_tangent / bn_bwd_tangent, closed forms derived in
+ * docs/second-order.md): in training mode they flow through the batch mean
+ * and variance the forward saved; the fused ReLU keeps the forward's mask.
+ * The running statistics are never touched by a tangent pass.
  */
 #include <stdio.h>
 
@@ -88,12 +93,51 @@ static int bn_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor *
                            target, param_grads ? g->grad : NULL, param_grads ? b->grad : NULL);
 }
 
+static int bn_tangent_forward(elle__net *net, elle__layer *l, int64_t n)
+{
+    elle__backend *be = net->be;
+    if (!be->ops->bn_fwd_tangent)
+        ELLE_FAIL(ELLE_EUNSUPPORTED, "batchnorm: the %s backend has no bn_fwd_tangent op",
+                  be->ops->name);
+    elle__tensor x = elle__net_act(net, l->in[0], n);
+    elle__tensor y = elle__net_act(net, l->out, n);
+    elle__tensor xt = elle__net_tact(net, l->in[0], n);
+    elle__tensor yt = elle__net_tact(net, l->out, n);
+    const float *mean = net->training ? l->save_mean : net->states[l->state[2]].data;
+    const float *var = net->training ? l->save_var : net->states[l->state[3]].data;
+    return be->ops->bn_fwd_tangent(be, &l->d.bn, net->training, &x, &y, &xt,
+                                   net->states[l->state[0]].data, mean, var, l->ws, &yt);
+}
+
+static int bn_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dxt[2],
+                               int param_grads)
+{
+    elle__backend *be = net->be;
+    if (!be->ops->bn_bwd_tangent)
+        ELLE_FAIL(ELLE_EUNSUPPORTED, "batchnorm: the %s backend has no bn_bwd_tangent op",
+                  be->ops->name);
+    elle__tensor x = elle__net_act(net, l->in[0], n);
+    elle__tensor y = elle__net_act(net, l->out, n);
+    elle__tensor xt = elle__net_tact(net, l->in[0], n);
+    elle__tensor dy = elle__net_grad(net, l->out, n);
+    elle__tensor dyt = elle__net_tgrad(net, l->out, n);
+    const elle__state *g = &net->states[l->state[0]];
+    const elle__state *b = &net->states[l->state[1]];
+    const float *mean = net->training ? l->save_mean : net->states[l->state[2]].data;
+    const float *var = net->training ? l->save_var : net->states[l->state[3]].data;
+    return be->ops->bn_bwd_tangent(be, &l->d.bn, net->training, &x, &y, &xt, &dy, &dyt, g->data,
+                                   mean, var, l->ws, dxt[0], param_grads ? g->grad : NULL,
+                                   param_grads ? b->grad : NULL);
+}
+
 static const elle__layer_ops bn_ops = {
     .kind = "batchnorm",
     .infer = bn_infer,
     .plan = bn_plan,
     .forward = bn_forward,
     .backward = bn_backward,
+    .tangent_forward = bn_tangent_forward,
+    .tangent_backward = bn_tangent_backward,
 };
 
 int elle__net_batchnorm(elle__net *net, const char *name, int x, int fuse_relu, float eps,

@@ -2,6 +2,13 @@
  * conv2d layer: y = conv(x, W) + b, W (oc, ic, k, k) as PyTorch's Conv2d,
  * dilation 1, groups 1. Backward: dx = conv_transpose(dy, W) (skipped when
  * the input gradient is not needed), dW += corr(x, dy), db += sum(dy).
+ *
+ * Tangents (x' = d x/dt, dy' = d dy/dt; W is not perturbed): the layer is
+ * bilinear in (x, W) and the backward in (dy, W) and (x, dy), so
+ *   y'  = conv(x', W)                       (no bias: it is a constant)
+ *   dx' = conv_transpose(dy', W)
+ *   dW' = corr(x', dy) + corr(x, dy'),  db' = sum(dy')
+ * and dW', db' accumulate into the gradients (the second-order term).
  */
 #include <math.h>
 #include <stdio.h>
@@ -55,11 +62,42 @@ static int conv_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor
     return ELLE_OK;
 }
 
+static int conv_tangent_forward(elle__net *net, elle__layer *l, int64_t n)
+{
+    elle__backend *be = net->be;
+    elle__tensor xt = elle__net_tact(net, l->in[0], n);
+    elle__tensor yt = elle__net_tact(net, l->out, n);
+    elle__conv_desc cd = l->d.conv;
+    cd.has_bias = 0;
+    return be->ops->conv2d_fwd(be, &cd, &xt, net->states[l->state[0]].data, NULL, &yt);
+}
+
+static int conv_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dxt[2],
+                                 int param_grads)
+{
+    elle__backend *be = net->be;
+    elle__tensor dyt = elle__net_tgrad(net, l->out, n);
+    const elle__state *w = &net->states[l->state[0]];
+    if (dxt[0])
+        ELLE_TRY(be->ops->conv2d_bwd_data(be, &l->d.conv, &dyt, w->data, dxt[0]));
+    if (param_grads) {
+        elle__tensor x = elle__net_act(net, l->in[0], n);
+        elle__tensor xt = elle__net_tact(net, l->in[0], n);
+        elle__tensor dy = elle__net_grad(net, l->out, n);
+        float *db = l->d.conv.has_bias ? net->states[l->state[1]].grad : NULL;
+        ELLE_TRY(be->ops->conv2d_bwd_weights(be, &l->d.conv, &xt, &dy, w->grad, NULL));
+        ELLE_TRY(be->ops->conv2d_bwd_weights(be, &l->d.conv, &x, &dyt, w->grad, db));
+    }
+    return ELLE_OK;
+}
+
 static const elle__layer_ops conv2d_ops = {
     .kind = "conv2d",
     .infer = conv_infer,
     .forward = conv_forward,
     .backward = conv_backward,
+    .tangent_forward = conv_tangent_forward,
+    .tangent_backward = conv_tangent_backward,
 };
 
 int elle__net_conv2d(elle__net *net, const char *name, int x, int64_t oc, int64_t k,

@@ -2,6 +2,9 @@
  * ReLU and residual addition layers.
  *   relu: y = max(x, 0); dx = dy * (y > 0)   (PyTorch's convention at 0)
  *   add:  y = a + b;     da = db = dy
+ * Tangents: relu masks with the forward's y > 0 both ways (its second
+ * derivative is zero, as autograd's): y' = x' (y > 0), dx' = dy' (y > 0);
+ * add is linear: y' = a' + b', da' = db' = dy'.
  */
 #include "core/error.h"
 #include "nn/net.h"
@@ -45,11 +48,32 @@ static int relu_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor
     return net->be->ops->relu_bwd(net->be, &y, &dy, dx[0]);
 }
 
+static int relu_tangent_forward(elle__net *net, elle__layer *l, int64_t n)
+{
+    elle__tensor y = elle__net_act(net, l->out, n);
+    elle__tensor xt = elle__net_tact(net, l->in[0], n);
+    elle__tensor yt = elle__net_tact(net, l->out, n);
+    return net->be->ops->relu_bwd(net->be, &y, &xt, &yt); /* the same mask */
+}
+
+static int relu_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dxt[2],
+                                 int param_grads)
+{
+    (void)param_grads;
+    if (!dxt[0])
+        return ELLE_OK;
+    elle__tensor y = elle__net_act(net, l->out, n);
+    elle__tensor dyt = elle__net_tgrad(net, l->out, n);
+    return net->be->ops->relu_bwd(net->be, &y, &dyt, dxt[0]);
+}
+
 static const elle__layer_ops relu_ops = {
     .kind = "relu",
     .infer = same_shape_infer,
     .forward = relu_forward,
     .backward = relu_backward,
+    .tangent_forward = relu_tangent_forward,
+    .tangent_backward = relu_tangent_backward,
 };
 
 int elle__net_relu(elle__net *net, int x, int *out)
@@ -83,11 +107,34 @@ static int add_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor 
     return ELLE_OK;
 }
 
+static int add_tangent_forward(elle__net *net, elle__layer *l, int64_t n)
+{
+    elle__tensor at = elle__net_tact(net, l->in[0], n);
+    elle__tensor bt = elle__net_tact(net, l->in[1], n);
+    elle__tensor yt = elle__net_tact(net, l->out, n);
+    return net->be->ops->add(net->be, &at, &bt, &yt);
+}
+
+static int add_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dxt[2],
+                                int param_grads)
+{
+    (void)param_grads;
+    elle__backend *be = net->be;
+    elle__tensor dyt = elle__net_tgrad(net, l->out, n);
+    size_t bytes = be->ops->tensor_bytes(be, &dyt);
+    for (int k = 0; k < 2; k++)
+        if (dxt[k])
+            ELLE_TRY(be->ops->copy(be, dxt[k]->data, dyt.data, bytes));
+    return ELLE_OK;
+}
+
 static const elle__layer_ops add_ops = {
     .kind = "add",
     .infer = same_shape_infer,
     .forward = add_forward,
     .backward = add_backward,
+    .tangent_forward = add_tangent_forward,
+    .tangent_backward = add_tangent_backward,
 };
 
 int elle__net_add(elle__net *net, int a, int b, int *out)

@@ -2,6 +2,9 @@
  * Fully connected layer: y = flatten(x) W^T + b with W (out, in) as
  * PyTorch's nn.Linear; x may be a 4-D feature map (flattened in NCHW order,
  * torch.flatten) in any backend layout. The output is a plain (n, out) matrix.
+ *
+ * Tangents, as conv2d's (bilinear): y' = x' W^T, dx' = dy' W,
+ * dW' = dy^T x' + dy'^T x, db' = sum(dy').
  */
 #include <math.h>
 #include <stdio.h>
@@ -44,11 +47,40 @@ static int linear_backward(elle__net *net, elle__layer *l, int64_t n, elle__tens
     return ELLE_OK;
 }
 
+static int linear_tangent_forward(elle__net *net, elle__layer *l, int64_t n)
+{
+    elle__backend *be = net->be;
+    elle__tensor xt = elle__net_tact(net, l->in[0], n);
+    elle__tensor yt = elle__net_tact(net, l->out, n);
+    return be->ops->linear_fwd(be, &xt, net->states[l->state[0]].data, NULL, &yt);
+}
+
+static int linear_tangent_backward(elle__net *net, elle__layer *l, int64_t n,
+                                   elle__tensor *dxt[2], int param_grads)
+{
+    elle__backend *be = net->be;
+    elle__tensor dyt = elle__net_tgrad(net, l->out, n);
+    const elle__state *w = &net->states[l->state[0]];
+    if (dxt[0])
+        ELLE_TRY(be->ops->linear_bwd_data(be, &dyt, w->data, dxt[0]));
+    if (param_grads) {
+        elle__tensor x = elle__net_act(net, l->in[0], n);
+        elle__tensor xt = elle__net_tact(net, l->in[0], n);
+        elle__tensor dy = elle__net_grad(net, l->out, n);
+        float *db = l->d.linear.has_bias ? net->states[l->state[1]].grad : NULL;
+        ELLE_TRY(be->ops->linear_bwd_weights(be, &xt, &dy, w->grad, NULL));
+        ELLE_TRY(be->ops->linear_bwd_weights(be, &x, &dyt, w->grad, db));
+    }
+    return ELLE_OK;
+}
+
 static const elle__layer_ops linear_ops = {
     .kind = "linear",
     .infer = linear_infer,
     .forward = linear_forward,
     .backward = linear_backward,
+    .tangent_forward = linear_tangent_forward,
+    .tangent_backward = linear_tangent_backward,
 };
 
 int elle__net_linear(elle__net *net, const char *name, int x, int64_t out_features, int bias,

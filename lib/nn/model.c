@@ -525,6 +525,25 @@ const float *elle__model_logits_dev(elle_model *m)
     return elle__net_logits(&m->net, 1).data;
 }
 
+int elle__model_backward_logits_dev(elle_model *m, int64_t n, const float *dlogits,
+                                    int param_grads, float *dx)
+{
+    elle__net *net = &m->net;
+    elle__backend *be = net->be;
+    ELLE_TRY(check_dev_batch(m, n, "model backward"));
+    if (!dlogits)
+        ELLE_FAIL(ELLE_EINVAL, "model backward: dlogits is NULL");
+    if (net->last_n != n)
+        ELLE_FAIL(ELLE_ESTATE, "model backward: the last forward was of %lld samples, not %lld",
+                  (long long)net->last_n, (long long)n);
+    ELLE_TRY(elle__net_backward_logits(net, n, dlogits, param_grads, dx != NULL));
+    if (dx) {
+        elle__tensor g = elle__net_grad(net, 0, n);
+        ELLE_TRY(be->ops->copy(be, dx, g.data, (size_t)elle__tensor_numel(&g) * sizeof(float)));
+    }
+    return ELLE_OK;
+}
+
 int elle__model_backward_dev(elle_model *m, int64_t n, const float *coef, int param_grads,
                              float *dx)
 {
@@ -539,4 +558,76 @@ int elle__model_backward_dev(elle_model *m, int64_t n, const float *coef, int pa
         ELLE_TRY(be->ops->copy(be, dx, g.data, (size_t)elle__tensor_numel(&g) * sizeof(float)));
     }
     return ELLE_OK;
+}
+
+/* ---- the second-order primitive (model_internal.h, docs/second-order.md) -------- */
+
+int elle__model_set_second_order(elle_model *m, int on)
+{
+    ELLE_CHECK_ARG(m != NULL);
+    ELLE_CHECK_ARG(on == 0 || on == 1);
+    int rc = elle__net_set_tangents(&m->net, on);
+    if (rc < 0)
+        elle__error_prefix("second-order reservation of %s", m->arch->name);
+    return rc;
+}
+
+int elle__model_has_second_order(const elle_model *m)
+{
+    return m && elle__net_has_tangents(&m->net);
+}
+
+static int check_second_order(const elle_model *m, const char *fn)
+{
+    if (!elle__net_has_tangents(&m->net))
+        ELLE_FAIL(ELLE_ESTATE, "%s: the model is not reserved for second-order use (call "
+                               "elle__model_set_second_order, then elle_model_reserve)", fn);
+    return ELLE_OK;
+}
+
+int elle__model_tangent_dev(elle_model *m, int64_t n, const float *v, float scale,
+                            const float *gcoef, float *jvp)
+{
+    const char *fn = "model tangent";
+    elle__net *net = &m->net;
+    elle__backend *be = net->be;
+    ELLE_TRY(check_dev_batch(m, n, fn));
+    ELLE_TRY(check_second_order(m, fn));
+    if (!v)
+        ELLE_FAIL(ELLE_EINVAL, "%s: v is NULL", fn);
+    if (!isfinite(scale) || scale == 0.0f)
+        ELLE_FAIL(ELLE_EINVAL, "%s: scale = %g must be finite and non-zero (skip the call for a "
+                               "zero weight)", fn, (double)scale);
+    if (net->last_n != n || net->last_bwd_n != n || !net->bwd_xent)
+        ELLE_FAIL(ELLE_ESTATE, "%s: needs a forward and a cross-entropy backward of %lld samples "
+                               "first (last forward: %lld, backward since: %lld%s)",
+                  fn, (long long)n, (long long)net->last_n, (long long)net->last_bwd_n,
+                  net->last_bwd_n && !net->bwd_xent ? ", from given logit gradients" : "");
+    elle__tensor vt = elle__net_tact(net, 0, n);
+    int64_t count = elle__tensor_numel(&vt);
+    ELLE_TRY(be->ops->copy(be, vt.data, v, (size_t)count * sizeof(float)));
+    if (scale != 1.0f) /* H is linear in v: scale the seed, not every term */
+        ELLE_TRY(be->ops->scale(be, count, scale, vt.data));
+    ELLE_TRY(elle__net_tangent_forward(net, n));
+    ELLE_TRY(elle__net_tangent_backward(net, n, gcoef, jvp, 1, 0));
+    if (jvp && scale != 1.0f)
+        ELLE_TRY(be->ops->scale(be, n, 1.0f / scale, jvp));
+    return ELLE_OK;
+}
+
+int elle__model_second_order_dev(elle_model *m, const float *x, const int32_t *y, int64_t n,
+                                 const float *coef, const float *v, float scale,
+                                 const float *gcoef, float *dx_out, float *jvp_out)
+{
+    const char *fn = "model second order";
+    ELLE_TRY(check_dev_batch(m, n, fn));
+    ELLE_TRY(check_second_order(m, fn));
+    if (!x || !y || !coef || !v)
+        ELLE_FAIL(ELLE_EINVAL, "%s: x, y, coef and v are required (x %p, y %p, coef %p, v %p)",
+                  fn, (const void *)x, (const void *)y, (const void *)coef, (const void *)v);
+    if (!isfinite(scale) || scale == 0.0f)
+        ELLE_FAIL(ELLE_EINVAL, "%s: scale = %g must be finite and non-zero", fn, (double)scale);
+    ELLE_TRY(elle__model_forward_dev(m, x, y, n, NULL));
+    ELLE_TRY(elle__model_backward_dev(m, n, coef, 0, dx_out));
+    return elle__model_tangent_dev(m, n, v, scale, gcoef, jvp_out);
 }

@@ -242,6 +242,16 @@ elle__tensor elle__net_grad(elle__net *net, int value, int64_t n)
     return value_tensor(net, value, net->values[value].grad, n);
 }
 
+elle__tensor elle__net_tact(elle__net *net, int value, int64_t n)
+{
+    return value_tensor(net, value, net->values[value].tact, n);
+}
+
+elle__tensor elle__net_tgrad(elle__net *net, int value, int64_t n)
+{
+    return value_tensor(net, value, net->values[value].tgrad, n);
+}
+
 elle__tensor elle__net_input(elle__net *net, int64_t n)
 {
     return elle__net_act(net, 0, n);
@@ -272,11 +282,23 @@ static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
         net->values[v].act = p;
         ELLE_TRY(elle__arena_take(a, bytes, &p));
         net->values[v].grad = p;
+        net->values[v].tact = net->values[v].tgrad = NULL;
+        if (net->tangents) { /* only then: plain training memory is unchanged */
+            ELLE_TRY(elle__arena_take(a, bytes, &p));
+            net->values[v].tact = p;
+            ELLE_TRY(elle__arena_take(a, bytes, &p));
+            net->values[v].tgrad = p;
+        }
     }
     for (int i = 0; i < 2; i++) {
         void *p;
         ELLE_TRY(elle__arena_take(a, max_bytes, &p));
         net->scratch_grad[i] = p;
+        net->scratch_tgrad[i] = NULL;
+        if (net->tangents) {
+            ELLE_TRY(elle__arena_take(a, max_bytes, &p));
+            net->scratch_tgrad[i] = p;
+        }
     }
     void *p;
     ELLE_TRY(elle__arena_take(a, (size_t)max_n * sizeof(float), &p));
@@ -301,6 +323,7 @@ int elle__net_reserve(elle__net *net, int64_t max_batch)
     elle__arena_release(&net->acts);
     net->max_batch = 0;
     net->last_n = 0;
+    net->last_bwd_n = 0;
     elle__arena_measure(&net->acts, net->be);
     ELLE_TRY(plan_all(net, &net->acts, max_batch));
     ELLE_TRY(elle__arena_commit(&net->acts));
@@ -313,9 +336,30 @@ int elle__net_reserve(elle__net *net, int64_t max_batch)
     return ELLE_OK;
 }
 
+int elle__net_set_tangents(elle__net *net, int on)
+{
+    on = on != 0;
+    if (net->tangents == on)
+        return ELLE_OK;
+    net->tangents = on;
+    if (net->max_batch == 0)
+        return ELLE_OK;
+    int rc = elle__net_reserve(net, net->max_batch);
+    if (rc < 0) /* the arena is gone either way; ask again for the old plan */
+        net->tangents = !on;
+    return rc;
+}
+
+int elle__net_has_tangents(const elle__net *net)
+{
+    return net->max_batch > 0 && net->values[0].tact != NULL;
+}
+
 int elle__net_forward(elle__net *net, int64_t n)
 {
     net->last_n = 0; /* until the forward completes */
+    net->last_bwd_n = 0;
+    net->fwd_training = net->training;
     for (int i = 0; i < net->n_layers; i++) {
         elle__layer *l = &net->layers[i];
         int rc = l->ops->forward(net, l, n);
@@ -337,14 +381,25 @@ int elle__net_loss(elle__net *net, int64_t n)
 
 int elle__net_backward(elle__net *net, int64_t n, int param_grads, int input_grad)
 {
+    return elle__net_backward_logits(net, n, NULL, param_grads, input_grad);
+}
+
+int elle__net_backward_logits(elle__net *net, int64_t n, const float *dlogits, int param_grads,
+                              int input_grad)
+{
     elle__backend *be = net->be;
     for (int v = 0; v < net->n_values; v++)
         net->values[v].grad_written = 0;
+    net->last_bwd_n = 0; /* until this backward completes */
 
     int last = net->n_values - 1;
     elle__tensor z = elle__net_logits(net, n);
     elle__tensor dz = elle__net_grad(net, last, n);
-    ELLE_TRY(be->ops->xent_bwd(be, &z, net->labels, net->coef, &dz));
+    if (dlogits)
+        ELLE_TRY(be->ops->copy(be, dz.data, dlogits,
+                               (size_t)elle__tensor_numel(&dz) * sizeof(float)));
+    else
+        ELLE_TRY(be->ops->xent_bwd(be, &z, net->labels, net->coef, &dz));
     net->values[last].grad_written = 1;
 
     for (int i = net->n_layers - 1; i >= 0; i--) {
@@ -381,6 +436,121 @@ int elle__net_backward(elle__net *net, int64_t n, int param_grads, int input_gra
                 ELLE_TRY(be->ops->add(be, &g, dx[k], &g));
             }
             net->values[v].grad_written = 1;
+        }
+    }
+    if (net->last_n == n) { /* what the tangent backward relies on */
+        net->last_bwd_n = n;
+        net->bwd_xent = dlogits == NULL;
+    }
+    return ELLE_OK;
+}
+
+/* ---- tangent passes ----------------------------------------------------------- */
+
+static const char *layer_label(const elle__layer *l)
+{
+    return l->name[0] ? l->name : l->ops->kind;
+}
+
+/* Tangent buffers present, every layer with both tangent slots, the backend
+ * with its cross-entropy tangent. */
+static int tangent_check(elle__net *net, const char *fn)
+{
+    if (!elle__net_has_tangents(net))
+        ELLE_FAIL(ELLE_ESTATE, "%s: the net has no tangent buffers (reserve it for second-order "
+                               "use first)", fn);
+    for (int i = 0; i < net->n_layers; i++) {
+        const elle__layer *l = &net->layers[i];
+        if (!l->ops->tangent_forward || !l->ops->tangent_backward)
+            ELLE_FAIL(ELLE_EUNSUPPORTED, "%s: layer '%s' (%s) has no tangent passes", fn,
+                      layer_label(l), l->ops->kind);
+    }
+    if (!net->be->ops->xent_tangent)
+        ELLE_FAIL(ELLE_EUNSUPPORTED, "%s: the %s backend has no xent_tangent op", fn,
+                  net->be->ops->name);
+    return ELLE_OK;
+}
+
+int elle__net_tangent_forward(elle__net *net, int64_t n)
+{
+    ELLE_TRY(tangent_check(net, "tangent forward"));
+    if (net->last_n != n)
+        ELLE_FAIL(ELLE_ESTATE, "tangent forward: the last forward was of %lld samples, not %lld",
+                  (long long)net->last_n, (long long)n);
+    if (net->fwd_training != net->training)
+        ELLE_FAIL(ELLE_ESTATE, "tangent forward: the mode changed since the forward (training "
+                               "%d then, %d now)", net->fwd_training, net->training);
+    for (int i = 0; i < net->n_layers; i++) {
+        elle__layer *l = &net->layers[i];
+        int rc = l->ops->tangent_forward(net, l, n);
+        if (rc < 0) {
+            elle__error_prefix("tangent forward of layer '%s' (%s)", layer_label(l),
+                               l->ops->kind);
+            return rc;
+        }
+    }
+    return ELLE_OK;
+}
+
+int elle__net_tangent_backward(elle__net *net, int64_t n, const float *gcoef, float *loss_t,
+                               int param_grads, int input_tangent)
+{
+    elle__backend *be = net->be;
+    ELLE_TRY(tangent_check(net, "tangent backward"));
+    if (net->last_n != n || net->last_bwd_n != n)
+        ELLE_FAIL(ELLE_ESTATE, "tangent backward: needs a forward and a backward of %lld samples "
+                               "(last forward: %lld, backward since: %lld)",
+                  (long long)n, (long long)net->last_n, (long long)net->last_bwd_n);
+    if (!net->bwd_xent)
+        ELLE_FAIL(ELLE_ESTATE, "tangent backward: the last backward started from given logit "
+                               "gradients, whose tangent is unknown; run it from the "
+                               "cross-entropy");
+    if (net->fwd_training != net->training)
+        ELLE_FAIL(ELLE_ESTATE, "tangent backward: the mode changed since the forward");
+    for (int v = 0; v < net->n_values; v++)
+        net->values[v].tgrad_written = 0;
+
+    int last = net->n_values - 1;
+    elle__tensor z = elle__net_logits(net, n);
+    elle__tensor zt = elle__net_tact(net, last, n);
+    elle__tensor dzt = elle__net_tgrad(net, last, n);
+    ELLE_TRY(be->ops->xent_tangent(be, &z, net->labels, net->coef, gcoef, &zt, &dzt, loss_t));
+    net->values[last].tgrad_written = 1;
+
+    for (int i = net->n_layers - 1; i >= 0; i--) {
+        elle__layer *l = &net->layers[i];
+        if (!net->values[l->out].tgrad_written)
+            continue; /* output feeds nothing that reaches the loss */
+        elle__tensor targets[2];
+        elle__tensor *dxt[2] = {NULL, NULL};
+        int via_scratch[2] = {0, 0};
+        for (int k = 0; k < 2; k++) {
+            int v = l->in[k];
+            if (v < 0 || (v == 0 && !input_tangent))
+                continue;
+            if (net->values[v].tgrad_written) {
+                targets[k] = value_tensor(net, v, net->scratch_tgrad[k], n);
+                via_scratch[k] = 1;
+            } else {
+                targets[k] = elle__net_tgrad(net, v, n);
+            }
+            dxt[k] = &targets[k];
+        }
+        int rc = l->ops->tangent_backward(net, l, n, dxt, param_grads);
+        if (rc < 0) {
+            elle__error_prefix("tangent backward of layer '%s' (%s)", layer_label(l),
+                               l->ops->kind);
+            return rc;
+        }
+        for (int k = 0; k < 2; k++) {
+            if (!dxt[k])
+                continue;
+            int v = l->in[k];
+            if (via_scratch[k]) {
+                elle__tensor g = elle__net_tgrad(net, v, n);
+                ELLE_TRY(be->ops->add(be, &g, dxt[k], &g));
+            }
+            net->values[v].tgrad_written = 1;
         }
     }
     return ELLE_OK;

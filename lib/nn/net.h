@@ -69,6 +69,11 @@ typedef struct elle__value {
     float *grad;     /* arena, same size; NULL when no gradient flows here */
     int grad_written; /* backward bookkeeping: 1 once a gradient was written this sweep */
     int needs_grad;   /* 1 when a gradient must flow into this value */
+    /* Tangents (DESIGN §4), only when the net is reserved with tangents:
+     * d act/dt and d grad/dt along the input tangent; NULL otherwise. */
+    float *tact;
+    float *tgrad;
+    int tgrad_written; /* tangent backward bookkeeping, as grad_written */
 } elle__value;
 
 /* ---- layers -------------------------------------------------------------------- */
@@ -88,11 +93,20 @@ typedef struct elle__layer_ops {
      * gradients. */
     int (*backward)(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dx[2],
                     int param_grads);
-    /* DESIGN §4 tangent passes (forward-mode through forward and backward),
-     * filled in by the second-order work. NULL here: the net reports
-     * ELLE_EUNSUPPORTED for tangent requests while any layer lacks them. */
+    /* DESIGN §4 tangent passes (forward-mode through forward and backward;
+     * docs/second-order.md). Both run after forward and backward of the
+     * same batch, whose activations, gradients and workspaces they read.
+     * tangent_forward: the output's tangent (tact) from the inputs' tangents
+     * (JVP of forward; the forward's routing - ReLU masks, max-pool argmax,
+     * batch statistics - is kept). tangent_backward: given the output
+     * gradient's tangent (tgrad) and the forward tangents, write the
+     * tangents of the input gradients into dxt[i] (NULL: not needed) and,
+     * when param_grads, ACCUMULATE the tangents of the parameter gradients
+     * into the parameter gradients (the second-order term). NULL in a layer
+     * makes every tangent request of the net fail with ELLE_EUNSUPPORTED. */
     int (*tangent_forward)(elle__net *net, elle__layer *l, int64_t n);
-    int (*tangent_backward)(elle__net *net, elle__layer *l, int64_t n, int param_grads);
+    int (*tangent_backward)(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dxt[2],
+                            int param_grads);
 } elle__layer_ops;
 
 struct elle__layer {
@@ -145,6 +159,11 @@ struct elle__net {
     int64_t max_batch;   /* 0 until reserved */
     int64_t last_n;      /* batch of the last forward (0: none since the last reserve) */
     float *scratch_grad[2]; /* for accumulating a second gradient into a value */
+    float *scratch_tgrad[2]; /* the same for gradient tangents (tangents only) */
+    int tangents;   /* sticky: elle__net_reserve also plans the tangent buffers */
+    int fwd_training; /* mode of the last forward */
+    int64_t last_bwd_n; /* batch of the last backward since that forward (0: none) */
+    int bwd_xent;   /* 1 when that backward started from the cross-entropy */
     float *loss;    /* (max_batch) per-sample losses */
     float *coef;    /* (max_batch) d objective / d loss_i */
     int32_t *labels; /* (max_batch) */
@@ -204,9 +223,52 @@ int elle__net_loss(elle__net *net, int64_t n);
  * and net->labels must be set. Accumulates parameter gradients if
  * param_grads; leaves the input gradient in values[0].grad if input_grad. */
 int elle__net_backward(elle__net *net, int64_t n, int param_grads, int input_grad);
+/* The same sweep from a given d objective / d logits (n, K plain, backend
+ * memory) instead of the cross-entropy's: losses other than CE (DLR,
+ * margins, logit differences) backpropagate through this. NULL dlogits is
+ * elle__net_backward. */
+int elle__net_backward_logits(elle__net *net, int64_t n, const float *dlogits, int param_grads,
+                              int input_grad);
+
+/* ---- tangent passes (DESIGN §4, docs/second-order.md) -------------------------
+ *
+ * Forward-mode differentiation through the forward and the backward sweep
+ * (Pearlmutter's R-operator). With an input tangent v in values[0].tact:
+ * tangent_forward gives every activation's tangent, and tangent_backward,
+ * started from the cross-entropy's, every gradient's; the tangents of the
+ * parameter gradients accumulate into the parameter gradients. */
+
+/* Ask for (on = 1) or drop tangent buffers (a tact and a tgrad per value,
+ * from the activation arena). Sticky: every later elle__net_reserve honours
+ * it; if the net is reserved already it is re-reserved at the same batch
+ * (activations are then lost). */
+int elle__net_set_tangents(elle__net *net, int on);
+/* 1 when the tangent buffers are allocated. */
+int elle__net_has_tangents(const elle__net *net);
+
+/* Tangent forward of the last forward's batch n (values[0].tact holds the
+ * input tangent). ELLE_ESTATE without tangent buffers, when the last
+ * forward was not of n samples or the mode changed since; ELLE_EUNSUPPORTED
+ * when a layer or the backend lacks a tangent op. */
+int elle__net_tangent_forward(elle__net *net, int64_t n);
+/* Tangent backward, after elle__net_tangent_forward and an
+ * elle__net_backward (from the cross-entropy) of the same batch. The top
+ * seed is the tangent of d objective/d logits = coef_i (softmax - onehot)
+ * plus, when gcoef != NULL, gcoef_i (softmax - onehot) itself, so the
+ * parameter gradients also receive the ordinary gradient of
+ * sum_i gcoef_i loss_i (backend xent_tangent). loss_t (n floats, backend
+ * memory, may be NULL) receives d loss_i/dt. param_grads: accumulate the
+ * parameter-gradient tangents; input_tangent: leave d(input grad)/dt in
+ * values[0].tgrad. ELLE_ESTATE when no cross-entropy backward of n followed
+ * the last forward (a backward from given dlogits has no known tangent). */
+int elle__net_tangent_backward(elle__net *net, int64_t n, const float *gcoef, float *loss_t,
+                               int param_grads, int input_tangent);
 
 /* Helpers for layer implementations. */
 elle__tensor elle__net_act(elle__net *net, int value, int64_t n);
 elle__tensor elle__net_grad(elle__net *net, int value, int64_t n);
+/* Tangent of the activation / of the gradient (tangent buffers only). */
+elle__tensor elle__net_tact(elle__net *net, int value, int64_t n);
+elle__tensor elle__net_tgrad(elle__net *net, int value, int64_t n);
 
 #endif /* ELLE_NN_NET_H */

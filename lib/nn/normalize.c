@@ -5,6 +5,10 @@
  * backend's inference batch norm with gamma = 1, beta = 0, running_mean =
  * mean, running_var = std^2 and eps = 0, so it needs no op of its own; the
  * constants are placed in backend memory by elle__net_finalize.
+ *
+ * Tangents: the layer is affine with constant coefficients, so y' = x'/std
+ * (the same op with a zero mean: the zero beta constants stand in for it)
+ * and dx' is the backward applied to dy'.
  */
 #include "core/error.h"
 #include "nn/net.h"
@@ -52,11 +56,39 @@ static int norm_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor
                                 dx[0], NULL, NULL);
 }
 
+static int norm_tangent_forward(elle__net *net, elle__layer *l, int64_t n)
+{
+    elle__tensor xt = elle__net_tact(net, l->in[0], n);
+    elle__tensor yt = elle__net_tact(net, l->out, n);
+    elle__bn_desc bd = norm_desc(l);
+    int64_t c = l->d.norm.c;
+    const float *k = l->consts; /* gamma 1, beta 0, mean, var: mean := beta's zeros */
+    return net->be->ops->bn_fwd_infer(net->be, &bd, &xt, k, k + c, k + c, k + 3 * c, &yt, NULL);
+}
+
+static int norm_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dxt[2],
+                                 int param_grads)
+{
+    (void)param_grads;
+    if (!dxt[0])
+        return ELLE_OK;
+    elle__tensor x = elle__net_act(net, l->in[0], n);
+    elle__tensor y = elle__net_act(net, l->out, n);
+    elle__tensor dyt = elle__net_tgrad(net, l->out, n);
+    elle__bn_desc bd = norm_desc(l);
+    int64_t c = l->d.norm.c;
+    const float *k = l->consts;
+    return net->be->ops->bn_bwd(net->be, &bd, 0, &x, &y, &dyt, k, k + 2 * c, k + 3 * c, NULL,
+                                dxt[0], NULL, NULL);
+}
+
 static const elle__layer_ops norm_ops = {
     .kind = "normalize",
     .infer = norm_infer,
     .forward = norm_forward,
     .backward = norm_backward,
+    .tangent_forward = norm_tangent_forward,
+    .tangent_backward = norm_tangent_backward,
 };
 
 int elle__net_normalize(elle__net *net, int x, const float *mean, const float *std, int *out)

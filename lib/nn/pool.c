@@ -2,6 +2,10 @@
  * Pooling layers: max (padding = -inf, workspace kept for the backward),
  * average (padding counted in the divisor, PyTorch's default) and global
  * average (window = the whole feature map, F.avg_pool2d(x, 4) on 4x4 maps).
+ *
+ * Tangents: pooling is linear once max pooling's routing is fixed (the
+ * forward's argmax, as autograd's): y' = pool_fwd_tangent(x') and
+ * dx' = pool_bwd(dy') with the forward's workspace.
  */
 #include "core/error.h"
 #include "nn/net.h"
@@ -60,12 +64,37 @@ static int pool_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor
     return net->be->ops->pool_bwd(net->be, &l->d.pool, &dy, l->ws, dx[0]);
 }
 
+static int pool_tangent_forward(elle__net *net, elle__layer *l, int64_t n)
+{
+    elle__backend *be = net->be;
+    if (!be->ops->pool_fwd_tangent)
+        ELLE_FAIL(ELLE_EUNSUPPORTED, "pool: the %s backend has no pool_fwd_tangent op",
+                  be->ops->name);
+    elle__tensor x = elle__net_act(net, l->in[0], n);
+    elle__tensor y = elle__net_act(net, l->out, n);
+    elle__tensor xt = elle__net_tact(net, l->in[0], n);
+    elle__tensor yt = elle__net_tact(net, l->out, n);
+    return be->ops->pool_fwd_tangent(be, &l->d.pool, &x, &y, l->ws, &xt, &yt);
+}
+
+static int pool_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle__tensor *dxt[2],
+                                 int param_grads)
+{
+    (void)param_grads;
+    if (!dxt[0])
+        return ELLE_OK;
+    elle__tensor dyt = elle__net_tgrad(net, l->out, n);
+    return net->be->ops->pool_bwd(net->be, &l->d.pool, &dyt, l->ws, dxt[0]);
+}
+
 static const elle__layer_ops pool_ops = {
     .kind = "pool",
     .infer = pool_infer,
     .plan = pool_plan,
     .forward = pool_forward,
     .backward = pool_backward,
+    .tangent_forward = pool_tangent_forward,
+    .tangent_backward = pool_tangent_backward,
 };
 
 static int add_pool(elle__net *net, int kind, int x, int64_t k, int64_t stride, int64_t pad,

@@ -62,6 +62,7 @@ static const elle__param_spec elle_params[] = {
 typedef struct elle_impl {
     int64_t cap;     /* samples of the forward (points * n) the arrays hold */
     float *loss;     /* (points * n) per-sample losses of the last forward */
+    double *lossd;   /* the same in double, as the estimator reads them */
     double *dr;      /* (points * n) dR/dl of the last value() */
     float *coef;     /* (points * n) lambda * dR/dl, uploaded for the backward */
     float *alpha;    /* (n) */
@@ -83,6 +84,7 @@ static void elle_release(elle_regularizer *r)
     if (!s)
         return;
     free(s->loss);
+    free(s->lossd);
     free(s->dr);
     free(s->coef);
     free(s->alpha);
@@ -112,21 +114,25 @@ static int reserve_scratch(elle_regularizer *r, int64_t samples)
     if (samples <= s->cap)
         return ELLE_OK;
     float *loss = malloc((size_t)samples * sizeof *loss);
+    double *lossd = malloc((size_t)samples * sizeof *lossd);
     double *dr = malloc((size_t)samples * sizeof *dr);
     float *coef = malloc((size_t)samples * sizeof *coef);
     float *alpha = malloc((size_t)samples * sizeof *alpha); /* n <= samples */
-    if (!loss || !dr || !coef || !alpha) {
+    if (!loss || !lossd || !dr || !coef || !alpha) {
         free(loss);
+        free(lossd);
         free(dr);
         free(coef);
         free(alpha);
         ELLE_FAIL(ELLE_ENOMEM, "elle: out of memory for %lld samples", (long long)samples);
     }
     free(s->loss);
+    free(s->lossd);
     free(s->dr);
     free(s->coef);
     free(s->alpha);
     s->loss = loss;
+    s->lossd = lossd;
     s->dr = dr;
     s->coef = coef;
     s->alpha = alpha;
@@ -169,8 +175,8 @@ static void penalty(int kind, double e, double *phi, double *dphi)
 
 static const char *const point_names[5] = {"x_a", "x_b", "x_c", "x_d", "x_e"};
 
-static int elle_value(elle_regularizer *r, const float *x, const int32_t *y, const float *x_adv,
-                      int64_t n, double *value)
+int elle__elle_points(elle_regularizer *r, const float *x, const float *x_adv, int64_t n,
+                      uint64_t *counter_out)
 {
     elle_model *m = r->model;
     elle__net *net = elle__model_net(m);
@@ -179,7 +185,6 @@ static int elle_value(elle_regularizer *r, const float *x, const int32_t *y, con
     const int pts = (int)r->p[ELLE_REGULARIZER_PARAM_POINTS];
     const int reuse = r->p[ELLE_REGULARIZER_PARAM_REUSE_ADV] != 0.0;
     const int clamp = r->p[ELLE_REGULARIZER_PARAM_CLAMP_IMAGE] != 0.0;
-    const int err = (int)r->p[ELLE_REGULARIZER_PARAM_ERROR];
     const float eps = (float)r->p[ELLE_REGULARIZER_PARAM_EPS];
     const int64_t d = elle__model_image_numel(m);
     const int64_t nd = n * d;
@@ -191,17 +196,13 @@ static int elle_value(elle_regularizer *r, const float *x, const int32_t *y, con
     s->samples = 0;
 
     float *in = elle__net_input(net, samples).data;
-    int32_t *labels = net->labels;
     size_t in_bytes = (size_t)samples * img_bytes / (size_t)n;
-    /* the points overwrite the input buffer and the tiled labels the label
-     * buffer: inputs living there would be clobbered before they are read */
+    /* the points overwrite the input buffer: inputs living there would be
+     * clobbered before they are read */
     if (overlaps(x, img_bytes, in, in_bytes) ||
         (x_adv && overlaps(x_adv, img_bytes, in, in_bytes)))
         ELLE_FAIL(ELLE_EINVAL, "x or x_adv lies inside the model's input buffer, which the "
                                "points are written to; pass a copy");
-    if (y != labels && overlaps(y, (size_t)n * sizeof(int32_t), labels,
-                                (size_t)samples * sizeof(int32_t)))
-        ELLE_FAIL(ELLE_EINVAL, "y overlaps the model's label buffer; pass a copy");
 
     float *xa = in, *xb = in + nd;
     const uint64_t key = elle__regularizer_stream_key(r);
@@ -239,6 +240,64 @@ static int elle_value(elle_regularizer *r, const float *x, const int32_t *y, con
             ELLE_TRY(ops->axpy(be, nd, t[k], xb, dst));
         }
     }
+    *counter_out = ctr;
+    return ELLE_OK;
+}
+
+const float *elle__elle_alpha(const elle_regularizer *r)
+{
+    const elle_impl *s = r->impl;
+    return s ? s->alpha : NULL;
+}
+
+void elle__elle_estimate(int points, int error, const float *alpha, const double *loss,
+                         int64_t n, double *value, double *dr)
+{
+    static const double w5[5] = {-1.0 / 12.0, -1.0 / 12.0, 4.0 / 3.0, -5.0 / 2.0, 4.0 / 3.0};
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        double w[5];
+        if (points == 3) {
+            /* the weights x_c was formed with, rounded to float as there */
+            w[0] = -(double)(1.0f - alpha[i]);
+            w[1] = -(double)alpha[i];
+            w[2] = 1.0;
+        } else {
+            for (int k = 0; k < 5; k++)
+                w[k] = w5[k];
+        }
+        double e = 0.0;
+        for (int k = 0; k < points; k++)
+            e += w[k] * loss[k * n + i];
+        double phi, dphi;
+        penalty(error, e, &phi, &dphi);
+        sum += phi;
+        if (dr)
+            for (int k = 0; k < points; k++)
+                dr[k * n + i] = dphi * w[k] / (double)n;
+    }
+    *value = sum / (double)n;
+}
+
+static int elle_value(elle_regularizer *r, const float *x, const int32_t *y, const float *x_adv,
+                      int64_t n, double *value)
+{
+    elle_model *m = r->model;
+    elle__net *net = elle__model_net(m);
+    elle__backend *be = net->be;
+    const elle__backend_ops *ops = be->ops;
+    const int pts = (int)r->p[ELLE_REGULARIZER_PARAM_POINTS];
+    const int err = (int)r->p[ELLE_REGULARIZER_PARAM_ERROR];
+    const int64_t samples = (int64_t)pts * n;
+    int32_t *labels = net->labels;
+
+    if (y != labels && overlaps(y, (size_t)n * sizeof(int32_t), labels,
+                                (size_t)samples * sizeof(int32_t)))
+        ELLE_FAIL(ELLE_EINVAL, "y overlaps the model's label buffer; pass a copy");
+    uint64_t ctr;
+    ELLE_TRY(elle__elle_points(r, x, x_adv, n, &ctr));
+    elle_impl *s = r->impl;
+    float *in = elle__net_input(net, samples).data;
 
     /* 3. labels tiled, one forward of all the points */
     const size_t lab_bytes = (size_t)n * sizeof(int32_t);
@@ -250,34 +309,13 @@ static int elle_value(elle_regularizer *r, const float *x, const int32_t *y, con
     ELLE_TRY(ops->copy_to_host(be, s->loss, net->loss, (size_t)samples * sizeof(float)));
 
     /* 4. e_i, R and dR/dl on the host */
-    for (int64_t j = 0; j < samples; j++)
+    for (int64_t j = 0; j < samples; j++) {
         if (!isfinite(s->loss[j]))
             ELLE_FAIL(ELLE_ENUMERIC, "the loss of sample %lld at %s is %g", (long long)(j % n),
                       point_names[j / n], (double)s->loss[j]);
-    static const double w5[5] = {-1.0 / 12.0, -1.0 / 12.0, 4.0 / 3.0, -5.0 / 2.0, 4.0 / 3.0};
-    const float *l = s->loss;
-    double sum = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        double w[5];
-        if (pts == 3) {
-            /* the weights x_c was formed with, rounded to float as there */
-            w[0] = -(double)(1.0f - s->alpha[i]);
-            w[1] = -(double)s->alpha[i];
-            w[2] = 1.0;
-        } else {
-            for (int k = 0; k < 5; k++)
-                w[k] = w5[k];
-        }
-        double e = 0.0;
-        for (int k = 0; k < pts; k++)
-            e += w[k] * (double)l[k * n + i];
-        double phi, dphi;
-        penalty(err, e, &phi, &dphi);
-        sum += phi;
-        for (int k = 0; k < pts; k++)
-            s->dr[k * n + i] = dphi * w[k] / (double)n;
+        s->lossd[j] = (double)s->loss[j];
     }
-    *value = sum / (double)n;
+    elle__elle_estimate(pts, err, s->alpha, s->lossd, n, value, s->dr);
     s->samples = samples;
     r->counter = ctr;
     return ELLE_OK;

@@ -91,4 +91,22 @@ int elle__regularizer_apply_dev(elle_regularizer *r, const float *x, const int32
  * what the model must be reserved for. */
 int64_t elle__regularizer_forward_samples(const elle_regularizer *r, int64_t n);
 
+/* ---- ELLE's two halves (elle.c), exposed so tests can drive the estimator
+ * with a loss of known shape (linear: E = 0; quadratic: closed form) ---- */
+
+/* Write the points of one ELLE step for the batch x (x_adv for ELLE-2p) into
+ * the model's input buffer, (points * n, C, H, W) plain, in the order
+ * [x_a; x_b; x_c] or [x_a; x_b; x_c; x_d; x_e], and the per-sample alpha of
+ * the 3-point stencil into the scratch elle__elle_alpha returns. *counter_out
+ * receives the Philox counter after the draws (r->counter is unchanged). */
+int elle__elle_points(elle_regularizer *r, const float *x, const float *x_adv, int64_t n,
+                      uint64_t *counter_out);
+const float *elle__elle_alpha(const elle_regularizer *r);
+
+/* E from per-sample losses loss[k * n + i] at point k of sample i:
+ * e_i = sum_k w_{k,i} l_{k,i}, *value = (1/n) sum_i phi(e_i), and
+ * dr[k * n + i] = dE/dl_{k,i} (dr may be NULL). */
+void elle__elle_estimate(int points, int error, const float *alpha, const double *loss,
+                         int64_t n, double *value, double *dr);
+
 #endif /* ELLE_REGULARIZERS_INTERNAL_H */

@@ -209,6 +209,11 @@ int elle_trainer_set_attack(elle_trainer *t, elle_attack *attack)
         ELLE_FAIL(ELLE_EINVAL, "elle_trainer_set_attack: the %s attack was created on another "
                                "model than the trainer's",
                   elle_attack_kind_name((elle_attack_kind)elle_attack_get_kind(attack)));
+    if (attack && elle_attack_get_kind(attack) > ELLE_ATTACK_PGD)
+        ELLE_FAIL(ELLE_EUNSUPPORTED, "elle_trainer_set_attack: '%s' is an evaluation attack "
+                                     "(AutoAttack family); training attacks are fgsm, rs-fgsm, "
+                                     "n-fgsm and pgd",
+                  elle_attack_kind_name((elle_attack_kind)elle_attack_get_kind(attack)));
     t->attack = attack;
     return ELLE_OK;
 }

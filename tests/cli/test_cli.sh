@@ -70,6 +70,10 @@ expect 2 "--eps wants" -- "$elle" eval --weights x --attack pgd-20 --eps 1.5
 expect 2 "needs --attack" -- "$elle" eval --weights x --alpha 0.01
 expect 2 "unknown attack parameter" -- "$elle" eval --weights x --attack pgd-20 --attack-param k=1
 expect 0 "--attack NAME" -- "$elle" eval --help
+expect 2 "--version needs --attack autoattack" -- "$elle" eval --weights x --attack pgd-20 --version rand
+expect 2 "--version wants standard or rand" -- "$elle" eval --weights x --attack autoattack --version plus
+expect 2 "--alpha applies to fgsm and pgd" -- "$elle" eval --weights x --attack apgd-ce --alpha 0.01
+expect 2 "--bs wants" -- "$elle" eval --weights x --attack autoattack --bs 0
 expect 0 "--batch" -- "$elle" bench --help
 
 # A tiny MNIST-shaped data set: class k images are bright in row band k.
@@ -152,6 +156,27 @@ expect 0 "alpha 0.00784314): robust accuracy" -- "$elle" eval --dataset mnist --
 grep -q "/40 = " "$tmp/out" || { echo "FAIL: --n 40 not honoured"; fail=1; }
 expect 0 "fgsm (eps 0.1, alpha 0.1): robust accuracy" -- "$elle" eval --dataset mnist \
     --data "$tmp/data" --weights "$tmp/adv/model.safetensors" --attack fgsm --eps 0.1 --threads 1
+
+# AutoAttack (standard, small budgets) on 20 points in chunks of 8: the
+# per-attack table in the reference's order, robust <= clean, non-increasing
+expect 0 "autoattack (eps 0.0313725): robust accuracy" -- "$elle" eval --dataset mnist \
+    --data "$tmp/data" --weights "$tmp/adv/model.safetensors" --attack autoattack --n 20 \
+    --bs 8 --seed 1 --attack-param steps=5 --attack-param n_queries=50 \
+    --attack-param n_target_classes=2 --threads 1
+for stage in clean apgd-ce apgd-t fab-t square; do
+    grep -q "^  $stage " "$tmp/out" || { echo "FAIL: autoattack table lacks $stage"; fail=1; }
+done
+counts=$(sed -n 's/^  \(clean\|apgd-ce\|apgd-t\|fab-t\|square\) *\([0-9]*\) .*/\2/p' "$tmp/out" | tr '\n' ' ')
+"$python" -c "import sys; c=[int(v) for v in '$counts'.split()]; sys.exit(0 if len(c)==5 and c==sorted(c, reverse=True) and c[0]<=20 else 1)" ||
+    { echo "FAIL: autoattack counts '$counts' not non-increasing"; fail=1; }
+grep -q "robust accuracy [0-9]*/20 = " "$tmp/out" || { echo "FAIL: autoattack --n 20 not honoured"; fail=1; }
+# the rand version: apgd-ce then apgd-dlr; a single component by name
+expect 0 "version rand (apgd-ce, apgd-dlr)" -- "$elle" eval --dataset mnist --data "$tmp/data" \
+    --weights "$tmp/adv/model.safetensors" --attack autoattack --version rand --n 8 \
+    --attack-param steps=3 --attack-param eot_iter=2 --threads 1
+expect 0 "apgd-t (eps 0.0313725): robust accuracy" -- "$elle" eval --dataset mnist \
+    --data "$tmp/data" --weights "$tmp/adv/model.safetensors" --attack apgd-t --n 8 \
+    --attack-param steps=3 --attack-param n_target_classes=1 --threads 1
 
 # a model of another width does not load: a clear error, exit 1
 expect 1 "conv1.weight" -- "$elle" eval --dataset mnist --data "$tmp/data" \

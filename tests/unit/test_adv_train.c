@@ -412,6 +412,11 @@ static void test_foreign_model_refused(void **state)
     assert_int_equal(elle_trainer_num_regularizers(t), 0);
     assert_elle_status(elle_trainer_add_regularizer(t, NULL), ELLE_EINVAL);
     assert_elle_status(elle_trainer_set_attack(NULL, mine), ELLE_EINVAL);
+    /* evaluation-only kinds (host-array algorithms) are refused for training */
+    elle_attack *aa = make_attack(m, ELLE_ATTACK_APGD_CE, EPS);
+    assert_elle_status(elle_trainer_set_attack(t, aa), ELLE_EUNSUPPORTED);
+    assert_null(elle_trainer_get_attack(t));
+    elle_attack_free(aa);
     assert_elle_status(elle_trainer_add_regularizer(NULL, reg_mine), ELLE_EINVAL);
     assert_int_equal(elle_trainer_num_regularizers(NULL), -1);
     assert_null(elle_trainer_get_attack(NULL));

@@ -633,6 +633,133 @@ static void test_value_eval(void **state)
     elle_context_free(ctx);
 }
 
+/* ---- the estimator on losses of known shape -------------------------------------
+ *
+ * E_lin measures how far the loss is from linear along the segment between
+ * x_a and x_b. The library's own points (elle__elle_points: noise, alpha,
+ * interior points, clamping) and its estimator (elle__elle_estimate) are
+ * driven here with analytic losses instead of the network's cross-entropy:
+ *
+ *   linear    L(z) = w.z + b: e_i = 0, so E = 0 up to the float rounding of
+ *             the interior points (|x_c - ((1-a) x_a + a x_b)| ~ 1e-7 |x|);
+ *   quadratic L(z) = 1/2 z'Qz + w.z (Q diagonal): along d = x_b - x_a,
+ *             3 points: e_i = -1/2 a_i (1 - a_i) d'Qd,
+ *             5 points: e_i = d'Qd / 16 (the Definition 3 stencil applied
+ *             to 1/2 g'' t^2: -1/12 + 4/3 (1/16 + 9/16) - 5/2 / 4 = 1/8).
+ *
+ * Both closed forms use only x_a, x_b and alpha, so the interior points
+ * and the weights are checked against them independently. */
+typedef struct analytic_loss {
+    double *w, *q, b;
+} analytic_loss;
+
+static double analytic_value(const analytic_loss *f, const float *z)
+{
+    double v = f->b;
+    for (int j = 0; j < D; j++)
+        v += f->w[j] * z[j] + (f->q ? 0.5 * f->q[j] * (double)z[j] * z[j] : 0.0);
+    return v;
+}
+
+static void check_estimator(int npoints, int quadratic, int clamp)
+{
+    elle_context *ctx = make_ctx(ELLE_BACKEND_REFERENCE);
+    const int64_t n = 6;
+    elle_model *m = make_model(ctx, 5, (int64_t)npoints * n);
+    elle_regularizer *r = make_reg(m);
+    setp(r, ELLE_REGULARIZER_PARAM_POINTS, npoints);
+    setp(r, ELLE_REGULARIZER_PARAM_EPS, 0.3);
+    setp(r, ELLE_REGULARIZER_PARAM_CLAMP_IMAGE, clamp);
+    setp(r, ELLE_REGULARIZER_PARAM_SEED, 11);
+
+    elle__backend *be = elle__model_backend(m);
+    float *x = random_images(n);
+    void *xd = NULL;
+    assert_elle_ok(be->ops->alloc(be, (size_t)(n * D) * sizeof(float), &xd));
+    assert_elle_ok(be->ops->copy_to_device(be, xd, x, (size_t)(n * D) * sizeof(float)));
+    uint64_t ctr = 0;
+    assert_elle_ok(elle__elle_points(r, xd, NULL, n, &ctr));
+    assert_true(ctr > counter_of(r)); /* draws were made, the handle's counter unchanged */
+
+    const int64_t samples = (int64_t)npoints * n;
+    float *pts = malloc((size_t)(samples * D) * sizeof *pts);
+    elle__net *net = elle__model_net(m);
+    assert_elle_ok(be->ops->copy_to_host(be, pts, elle__net_input(net, samples).data,
+                                         (size_t)(samples * D) * sizeof(float)));
+
+    analytic_loss f = {malloc(D * sizeof(double)), quadratic ? malloc(D * sizeof(double)) : NULL,
+                       0.7};
+    for (int j = 0; j < D; j++) {
+        f.w[j] = 2.0 * frand() - 1.0;
+        if (f.q)
+            f.q[j] = 4.0 * frand() + 0.5;
+    }
+    double *loss = malloc((size_t)samples * sizeof *loss);
+    for (int64_t k = 0; k < samples; k++)
+        loss[k] = analytic_value(&f, pts + k * D);
+
+    const float *alpha = elle__elle_alpha(r);
+    double value = -1.0;
+    elle__elle_estimate(npoints, ELLE_REGULARIZER_ERROR_SQUARED, alpha, loss, n, &value, NULL);
+
+    if (!quadratic) {
+        /* losses are O(10); float rounding of the npoints gives e ~ 1e-6 */
+        if (!(value >= 0.0 && value < 1e-10))
+            fail_msg("E_lin of a linear loss is %g (points %d, clamp %d), want ~0", value,
+                     npoints, clamp);
+    } else {
+        double want = 0.0;
+        for (int64_t i = 0; i < n; i++) {
+            const float *xa = pts + i * D, *xb = pts + (n + i) * D;
+            double dqd = 0.0;
+            for (int j = 0; j < D; j++) {
+                double dj = (double)xb[j] - (double)xa[j];
+                dqd += f.q[j] * dj * dj;
+            }
+            double e = npoints == 3 ? -0.5 * (double)alpha[i] * (1.0 - (double)alpha[i]) * dqd
+                                   : dqd / 16.0;
+            want += e * e / (double)n;
+        }
+        assert_true(want > 1e-4); /* the check has teeth: E is far from 0 here */
+        assert_rel(value, want, 1e-5, "E_lin of a quadratic loss vs the closed form");
+    }
+    /* the npoints themselves: x_a, x_b within eps of x (and in [0,1] when clamped) */
+    for (int64_t i = 0; i < n; i++)
+        for (int k = 0; k < 2; k++)
+            for (int j = 0; j < D; j++) {
+                float v = pts[(k * n + i) * D + j];
+                assert_true(fabsf(v - x[i * D + j]) <= 0.3f + 1e-6f);
+                if (clamp)
+                    assert_true(v >= 0.0f && v <= 1.0f);
+            }
+
+    free(loss);
+    free(f.w);
+    free(f.q);
+    free(pts);
+    be->ops->free(be, xd);
+    free(x);
+    elle_regularizer_free(r);
+    elle_model_free(m);
+    elle_context_free(ctx);
+}
+
+static void test_estimator_linear_loss(void **state)
+{
+    (void)state;
+    check_estimator(3, 0, 0);
+    check_estimator(3, 0, 1);
+    check_estimator(5, 0, 0);
+}
+
+static void test_estimator_quadratic_loss(void **state)
+{
+    (void)state;
+    check_estimator(3, 1, 0);
+    check_estimator(3, 1, 1);
+    check_estimator(5, 1, 0);
+}
+
 /* smooth-L1 and |e| on errors on both sides of |e| = 1: the last layer is
  * scaled up so that the losses (and their curvature) are large. */
 static void test_error_functions(void **state)
@@ -1330,6 +1457,8 @@ int main(void)
         cmocka_unit_test(test_params_and_names),
         cmocka_unit_test(test_apply_errors),
         cmocka_unit_test(test_value_eval),
+        cmocka_unit_test(test_estimator_linear_loss),
+        cmocka_unit_test(test_estimator_quadratic_loss),
         cmocka_unit_test(test_error_functions),
         cmocka_unit_test(test_value_train_mode),
         cmocka_unit_test(test_gradient_fd),

@@ -116,6 +116,8 @@ static void help(void)
            "  --wd X                weight decay, coupled (default 5e-4)\n"
            "  --momentum X          SGD momentum (default 0.9)\n"
            "  --steps-per-batch N   1 (default) or 2 (the ELLE code's two optimizer steps)\n"
+           "  --train-n N           train on N images drawn at random (seeded) from what\n"
+           "                        the validation split leaves (default 0 = all of them)\n"
            "  --val-size N          training images held out for validation (default 1024;\n"
            "                        0 = none); the best-validation model is saved\n"
            "  --crop P              random crop with P pixels of zero padding (default 0;\n"
@@ -265,7 +267,7 @@ int cmd_train(int argc, char **argv)
     const char *cmd = "train";
     cli_common c;
     const char *out = "out/train";
-    int64_t epochs = 1, batch = 128, val_size = 1024, crop = -1, flip = -1, steps_per_batch = 1,
+    int64_t epochs = 1, batch = 128, val_size = 1024, train_n = 0, crop = -1, flip = -1, steps_per_batch = 1,
             log_every = 0, pgd_test_n = 1000, pgd_val = 1;
     double lr = -1, wd = 5e-4, momentum = -1, eps = 8.0 / 255, alpha = -1, lambda = -1,
            lambda_max = -1;
@@ -366,6 +368,9 @@ int cmd_train(int argc, char **argv)
             if (cli_parse_int(v, 1, 2, &steps_per_batch))
                 return cli_usage_error(cmd, "--steps-per-batch wants 1 or 2, got '%s'", v);
             set_spb = 1;
+        } else if (strcmp(a.name, "train-n") == 0) {
+            if (cli_parse_int(v, 0, INT64_MAX, &train_n))
+                return cli_usage_error(cmd, "--train-n wants a non-negative integer, got '%s'", v);
         } else if (strcmp(a.name, "val-size") == 0) {
             if (cli_parse_int(v, 0, INT64_MAX, &val_size))
                 return cli_usage_error(cmd, "--val-size wants a non-negative integer, got '%s'", v);
@@ -452,6 +457,21 @@ int cmd_train(int argc, char **argv)
     } else {
         train = train_all;
         train_all = NULL;
+    }
+    if (train_n > 0 && train_n < elle_dataset_size(train)) {
+        /* a seeded random subset: the "validation" part of this second split
+         * is the discarded remainder (a different seed than the first split,
+         * so the two draws are independent) */
+        elle_dataset *subset = NULL, *rest = NULL;
+        rc = elle_dataset_split(train, elle_dataset_size(train) - train_n,
+                                (uint64_t)c.seed ^ 0x5eedu, &subset, &rest);
+        if (rc != ELLE_OK) {
+            code = cli_lib_error(cmd, "--train-n subset", rc);
+            goto done;
+        }
+        elle_dataset_free(rest);
+        elle_dataset_free(train);
+        train = subset;
     }
     /* augmentation: the paper's CIFAR recipe by default, none for 28x28 data and SVHN */
     int cifar = strncmp(c.dataset, "cifar", 5) == 0;

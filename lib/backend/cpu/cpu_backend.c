@@ -4,7 +4,8 @@
  *
  * This file: the op table, lifetime, memory, layouts, the argument checks
  * shared with the dnnl_*.c files, and the loops (relu, add, softmax
- * cross-entropy, the flat attack/optimiser ops).
+ * cross-entropy, the flat attack/optimiser ops). The tangent ops of the
+ * second-order primitive are in cpu_tangent.c.
  *
  * Layouts. A feature map of c >= 16 channels lives in nChw16c (nChw8c on
  * machines without AVX-512), one of 8..15 channels in nChw8c, anything
@@ -505,6 +506,10 @@ static const elle__backend_ops cpu_ops = {
     .project_linf = cpu_project_linf,
     .uniform = cpu_uniform,
     .sgd_update = cpu_sgd_update,
+    .bn_fwd_tangent = elle__cpu_bn_fwd_tangent,
+    .bn_bwd_tangent = elle__cpu_bn_bwd_tangent,
+    .pool_fwd_tangent = elle__cpu_pool_fwd_tangent,
+    .xent_tangent = elle__cpu_xent_tangent,
 };
 
 int elle__backend_cpu_create(elle__backend *be, int device_index)

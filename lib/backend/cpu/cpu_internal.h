@@ -43,6 +43,11 @@ size_t elle__cpu_cache_size(const elle__backend *be);
 /* Waits for the stream (a formality on the CPU: execution is synchronous). */
 int elle__cpu_stream_wait(elle__backend *be);
 
+/* A host buffer of at least `bytes` owned by the impl, for loops that need
+ * scratch (per-thread partial sums). Grown on demand, so the first call per
+ * shape may allocate and later ones do not; valid until the next call. */
+int elle__cpu_loop_scratch(elle__backend *be, size_t bytes, void **out);
+
 /* Channel block of a layout tag (1 for plain), 0 for an unknown tag. */
 int elle__cpu_layout_block(int layout);
 
@@ -118,5 +123,23 @@ int elle__cpu_linear_bwd_data(elle__backend *be, const elle__tensor *dy, const f
                               elle__tensor *dx);
 int elle__cpu_linear_bwd_weights(elle__backend *be, const elle__tensor *x, const elle__tensor *dy,
                                  float *dw, float *db);
+
+/* ---- cpu_tangent.c: tangent ops (OpenMP loops over the blocked layouts) - */
+
+int elle__cpu_bn_fwd_tangent(elle__backend *be, const elle__bn_desc *bd, int training,
+                             const elle__tensor *x, const elle__tensor *y, const elle__tensor *xt,
+                             const float *gamma, const float *mean, const float *var,
+                             const void *ws, elle__tensor *yt);
+int elle__cpu_bn_bwd_tangent(elle__backend *be, const elle__bn_desc *bd, int training,
+                             const elle__tensor *x, const elle__tensor *y, const elle__tensor *xt,
+                             const elle__tensor *dy, const elle__tensor *dyt, const float *gamma,
+                             const float *mean, const float *var, const void *ws,
+                             elle__tensor *dxt, float *dgamma_t, float *dbeta_t);
+int elle__cpu_pool_fwd_tangent(elle__backend *be, const elle__pool_desc *pd,
+                               const elle__tensor *x, const elle__tensor *y, const void *ws,
+                               const elle__tensor *xt, elle__tensor *yt);
+int elle__cpu_xent_tangent(elle__backend *be, const elle__tensor *logits, const int32_t *labels,
+                           const float *coef, const float *gcoef, const elle__tensor *logits_t,
+                           elle__tensor *dlogits_t, float *loss_t);
 
 #endif /* ELLE_BACKEND_CPU_INTERNAL_H */

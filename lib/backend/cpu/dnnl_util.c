@@ -73,11 +73,26 @@ void elle__cpu_impl_destroy(elle__cpu_impl *impl)
         elle__cpu_entry_free(impl->entries[i]);
     free(impl->entries);
     free(impl->scratch);
+    free(impl->loop_scratch);
     if (impl->stream)
         dnnl_stream_destroy(impl->stream);
     if (impl->engine)
         dnnl_engine_destroy(impl->engine);
     free(impl);
+}
+
+int elle__cpu_loop_scratch(elle__backend *be, size_t bytes, void **out)
+{
+    elle__cpu_impl *impl = elle__cpu_impl_of(be);
+    if (bytes > impl->loop_scratch_bytes) {
+        void *buf;
+        ELLE_TRY(elle__cpu_buf_alloc(bytes, &buf));
+        free(impl->loop_scratch);
+        impl->loop_scratch = buf;
+        impl->loop_scratch_bytes = bytes;
+    }
+    *out = impl->loop_scratch;
+    return ELLE_OK;
 }
 
 int elle__cpu_wide_block(const elle__cpu_impl *impl)

@@ -134,6 +134,8 @@ struct elle__cpu_impl {
     size_t n_entries, cap_entries;
     void *scratch; /* user scratchpad shared by every primitive */
     size_t scratch_bytes;
+    void *loop_scratch; /* the OpenMP loops' partial sums (cpu_tangent.c), grown only */
+    size_t loop_scratch_bytes;
 };
 
 static inline elle__cpu_impl *elle__cpu_impl_of(elle__backend *be)

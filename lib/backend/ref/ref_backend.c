@@ -7,7 +7,8 @@
  * This file: the op table, memory, layouts, the argument checks shared by
  * the ref_*.c files, and the flat elementwise ops used by attacks and
  * optimisers. Convolution and linear layers are in ref_conv.c, batch norm in
- * ref_norm.c, relu/add/pooling/cross-entropy in ref_misc.c.
+ * ref_norm.c, relu/add/pooling/cross-entropy in ref_misc.c, the tangent ops
+ * of the second-order primitive in ref_tangent.c.
  *
  * The backend keeps no state: nothing is cached (there is nothing to plan),
  * so `impl` stays NULL and ops never allocate.
@@ -317,6 +318,10 @@ static const elle__backend_ops ref_ops = {
     .project_linf = ref_project_linf,
     .uniform = ref_uniform,
     .sgd_update = ref_sgd_update,
+    .bn_fwd_tangent = elle__ref_bn_fwd_tangent,
+    .bn_bwd_tangent = elle__ref_bn_bwd_tangent,
+    .pool_fwd_tangent = elle__ref_pool_fwd_tangent,
+    .xent_tangent = elle__ref_xent_tangent,
 };
 
 int elle__backend_ref_create(elle__backend *be)

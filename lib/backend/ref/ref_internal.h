@@ -112,4 +112,21 @@ int elle__ref_xent_fwd(elle__backend *be, const elle__tensor *logits, const int3
 int elle__ref_xent_bwd(elle__backend *be, const elle__tensor *logits, const int32_t *labels,
                        const float *coef, elle__tensor *dlogits);
 
+/* ref_tangent.c */
+int elle__ref_bn_fwd_tangent(elle__backend *be, const elle__bn_desc *bd, int training,
+                             const elle__tensor *x, const elle__tensor *y, const elle__tensor *xt,
+                             const float *gamma, const float *mean, const float *var,
+                             const void *ws, elle__tensor *yt);
+int elle__ref_bn_bwd_tangent(elle__backend *be, const elle__bn_desc *bd, int training,
+                             const elle__tensor *x, const elle__tensor *y, const elle__tensor *xt,
+                             const elle__tensor *dy, const elle__tensor *dyt, const float *gamma,
+                             const float *mean, const float *var, const void *ws,
+                             elle__tensor *dxt, float *dgamma_t, float *dbeta_t);
+int elle__ref_pool_fwd_tangent(elle__backend *be, const elle__pool_desc *pd,
+                               const elle__tensor *x, const elle__tensor *y, const void *ws,
+                               const elle__tensor *xt, elle__tensor *yt);
+int elle__ref_xent_tangent(elle__backend *be, const elle__tensor *logits, const int32_t *labels,
+                           const float *coef, const float *gcoef, const elle__tensor *logits_t,
+                           elle__tensor *dlogits_t, float *loss_t);
+
 #endif /* ELLE_BACKEND_REF_INTERNAL_H */

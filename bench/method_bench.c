@@ -1,0 +1,308 @@
+/*
+ * elle-bench-methods: the cost of one adversarial training step per method,
+ * through the public trainer, on PreActResNet-18 (32x32x3, 10 classes,
+ * batch 128, training mode, SGD lr 0.01 momentum 0.9 wd 5e-4, eps 8/255).
+ *
+ *   fgsm            FGSM (alpha = eps)
+ *   n-fgsm          N-FGSM (noise U[-2 eps, 2 eps], alpha = eps, no projection)
+ *   pgd-10          PGD, 10 steps of eps/4 from a uniform start
+ *   elle            FGSM + ELLE, lambda 1000 (3-point E_lin, one 3B forward)
+ *   elle-a          FGSM + ELLE-A, timed with lambda > 0 throughout
+ *                   (lambda_start = lambda_max): the regularizer's backward
+ *                   is skipped while lambda is 0, so this is its full cost
+ *   n-fgsm+elle-a   N-FGSM + ELLE-A, likewise
+ *
+ * Each method trains one epoch of warmup + iters batches of random images
+ * (the trainer's step time metric: attack, regularizers, backward, SGD;
+ * evaluation off); the first `warmup` steps are dropped and the median of
+ * the rest is reported as <method>_step_ms, with <method>_vs_fgsm. Keys use
+ * underscores: n_fgsm_step_ms, pgd10_step_ms, n_fgsm_elle_a_step_ms; FGSM's
+ * is fgsm_trainer_step_ms (elle-bench's fgsm_step_ms is the model-API loop).
+ * `--only METHOD` runs one method and reports the process's peak RSS as
+ * <method>_peak_rss_mib.
+ *
+ * Output: a table on stdout and a flat JSON object (--json PATH).
+ * A benchmark, not a test: nothing is asserted about the times.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <jansson.h>
+
+#include "bench.h"
+#include "elle.h"
+
+typedef struct method {
+    const char *name; /* as `elle train --method` */
+    const char *key;  /* JSON key prefix */
+    elle_attack_kind attack;
+    int steps;    /* PGD steps (0: the kind's) */
+    int reg;      /* 0 none, 1 ELLE (fixed lambda), 2 ELLE-A */
+} method;
+
+static const method methods[] = {
+    {"fgsm", "fgsm_trainer", ELLE_ATTACK_FGSM, 0, 0},
+    {"n-fgsm", "n_fgsm", ELLE_ATTACK_N_FGSM, 0, 0},
+    {"pgd-10", "pgd10", ELLE_ATTACK_PGD, 10, 0},
+    {"elle", "elle", ELLE_ATTACK_FGSM, 0, 1},
+    {"elle-a", "elle_a", ELLE_ATTACK_FGSM, 0, 2},
+    {"n-fgsm+elle-a", "n_fgsm_elle_a", ELLE_ATTACK_N_FGSM, 0, 2},
+};
+#define N_METHODS ((int)(sizeof methods / sizeof methods[0]))
+
+typedef struct opts {
+    const char *json;
+    int threads, batch, width, iters, warmup;
+    const char *only;
+} opts;
+
+typedef struct step_log {
+    double *ms;
+    int n, cap;
+} step_log;
+
+static int on_step(const elle_train_metrics *m, void *user)
+{
+    step_log *log = user;
+    double s = 0.0;
+    if (elle_train_metrics_get(m, ELLE_TRAIN_METRIC_TIME, &s) == ELLE_OK && log->n < log->cap)
+        log->ms[log->n++] = 1000.0 * s;
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) < 0)
+        return 0.0;
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+static int report(int rc, const char *what)
+{
+    fprintf(stderr, "elle-bench-methods: %s failed: %s (%s)\n", what, elle_status_name(rc),
+            elle_error_last()->message);
+    return rc;
+}
+
+#define TRY(expr, what)                                                                      \
+    do {                                                                                     \
+        int rc_ = (expr);                                                                    \
+        if (rc_ < 0) {                                                                       \
+            rc = report(rc_, what);                                                          \
+            goto cleanup;                                                                    \
+        }                                                                                    \
+    } while (0)
+
+/* Time one method; *median_ms receives the median step time. */
+static int run_method(const opts *o, elle_context *ctx, elle_dataset *train, const method *me,
+                      double *median_ms, double *rss_mib)
+{
+    int rc = 0;
+    elle_model_config *cfg = NULL;
+    elle_model *model = NULL;
+    elle_attack *atk = NULL;
+    elle_regularizer *reg = NULL;
+    elle_trainer *t = NULL;
+    const double eps = 8.0 / 255.0;
+    step_log log = {NULL, 0, o->warmup + o->iters};
+    log.ms = calloc((size_t)log.cap, sizeof *log.ms);
+    if (!log.ms)
+        return report(ELLE_ENOMEM, "allocation");
+
+    TRY(elle_model_config_create(&cfg, "preact_resnet18"), "model config");
+    TRY(elle_model_config_set_param(cfg, ELLE_MODEL_PARAM_WIDTH, o->width), "width");
+    TRY(elle_model_create(&model, ctx, cfg), "model");
+    TRY(elle_attack_create(&atk, model, me->attack), "attack");
+    TRY(elle_attack_set_param(atk, ELLE_ATTACK_PARAM_EPS, eps), "attack eps");
+    if (me->steps)
+        TRY(elle_attack_set_param(atk, ELLE_ATTACK_PARAM_STEPS, me->steps), "attack steps");
+    TRY(elle_trainer_create(&t, model), "trainer");
+    TRY(elle_trainer_set_attack(t, atk), "trainer attack");
+    if (me->reg) {
+        TRY(elle_regularizer_create(&reg, model, ELLE_REGULARIZER_ELLE), "regularizer");
+        TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_EPS, eps), "reg eps");
+        if (me->reg == 1) {
+            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA, 1000.0), "lambda");
+        } else {
+            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_ADAPTIVE, 1), "adaptive");
+            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA_MAX, 4000.0),
+                "lambda_max");
+            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA_START, 4000.0),
+                "lambda_start");
+        }
+        TRY(elle_trainer_add_regularizer(t, reg), "trainer regularizer");
+    }
+    static const struct {
+        elle_train_param p;
+        double v;
+    } params[] = {
+        {ELLE_TRAIN_PARAM_EPOCHS, 1},          {ELLE_TRAIN_PARAM_SCHEDULE, ELLE_SCHEDULE_CONSTANT},
+        {ELLE_TRAIN_PARAM_LR, 0.01},           {ELLE_TRAIN_PARAM_MOMENTUM, 0.9},
+        {ELLE_TRAIN_PARAM_WEIGHT_DECAY, 5e-4}, {ELLE_TRAIN_PARAM_PGD_TEST_N, 0},
+        {ELLE_TRAIN_PARAM_PGD_VAL, 0},         {ELLE_TRAIN_PARAM_SHUFFLE, 0},
+    };
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        TRY(elle_trainer_set_param(t, params[i].p, params[i].v), "trainer parameter");
+    TRY(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_BATCH_SIZE, o->batch), "batch");
+    TRY(elle_trainer_set_callback(t, ELLE_TRAIN_EVENT_STEP, on_step, &log), "callback");
+    TRY(elle_trainer_fit(t, train, NULL, NULL), me->name);
+
+    if (log.n <= o->warmup) {
+        fprintf(stderr, "elle-bench-methods: %s: only %d steps ran\n", me->name, log.n);
+        rc = ELLE_ESTATE;
+        goto cleanup;
+    }
+    int timed = log.n - o->warmup;
+    qsort(log.ms + o->warmup, (size_t)timed, sizeof(double), cmp_double);
+    *median_ms = timed % 2 ? log.ms[o->warmup + timed / 2]
+                           : 0.5 * (log.ms[o->warmup + timed / 2 - 1] +
+                                    log.ms[o->warmup + timed / 2]);
+    *rss_mib = peak_rss_mib();
+cleanup:
+    elle_trainer_free(t);
+    elle_regularizer_free(reg);
+    elle_attack_free(atk);
+    elle_model_free(model);
+    elle_model_config_free(cfg);
+    free(log.ms);
+    return rc;
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
+{
+    char *end = NULL;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || *end || x < lo || x > hi) {
+        fprintf(stderr, "elle-bench-methods: %s wants an integer in [%d, %d]\n", flag, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    opts o = {NULL, 2, 128, 64, 3, 1, NULL};
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (strcmp(a, "--json") == 0 && v)
+            o.json = argv[++i];
+        else if (strcmp(a, "--only") == 0 && v)
+            o.only = argv[++i];
+        else if (strcmp(a, "--threads") == 0)
+            bad = parse_int(a, v, 1, 1024, &o.threads), i++;
+        else if (strcmp(a, "--batch") == 0)
+            bad = parse_int(a, v, 1, 4096, &o.batch), i++;
+        else if (strcmp(a, "--width") == 0)
+            bad = parse_int(a, v, 1, 512, &o.width), i++;
+        else if (strcmp(a, "--iters") == 0)
+            bad = parse_int(a, v, 1, 1000, &o.iters), i++;
+        else if (strcmp(a, "--warmup") == 0)
+            bad = parse_int(a, v, 0, 1000, &o.warmup), i++;
+        else if (strcmp(a, "--quick") == 0)
+            quick = 1;
+        else {
+            fprintf(stderr,
+                    "usage: elle-bench-methods [--json PATH] [--threads N] [--batch B] "
+                    "[--width W] [--iters K] [--warmup W] [--only METHOD] [--quick]\n");
+            return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    if (quick) {
+        o.batch = 4;
+        o.width = 8;
+        o.iters = 1;
+        o.warmup = 1;
+    }
+    int selected[N_METHODS], n_sel = 0;
+    for (int i = 0; i < N_METHODS; i++)
+        if (!o.only || strcmp(o.only, methods[i].name) == 0)
+            selected[n_sel++] = i;
+    if (n_sel == 0) {
+        fprintf(stderr, "elle-bench-methods: unknown method '%s'\n", o.only);
+        return 2;
+    }
+
+    int rc = 0;
+    elle_context *ctx = NULL;
+    elle_dataset *train = NULL;
+    float *images = NULL;
+    int32_t *labels = NULL;
+    json_t *doc = json_object();
+    const int64_t n = (int64_t)(o.warmup + o.iters) * o.batch, d = 3 * 32 * 32;
+    images = malloc((size_t)(n * d) * sizeof *images);
+    labels = malloc((size_t)n * sizeof *labels);
+    if (!doc || !images || !labels) {
+        fprintf(stderr, "elle-bench-methods: out of memory\n");
+        rc = 1;
+        goto cleanup;
+    }
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int64_t i = 0; i < n * d; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        images[i] = (float)((s >> 40) * (1.0 / 16777216.0));
+    }
+    for (int64_t i = 0; i < n; i++)
+        labels[i] = (int32_t)(i % 10);
+    TRY(elle_context_create(&ctx, ELLE_BACKEND_CPU, 0), "context");
+    TRY(elle_context_set_param(ctx, ELLE_CONTEXT_PARAM_THREADS, o.threads), "threads");
+    TRY(elle_dataset_from_host(&train, images, labels, n, 3, 32, 32, 10), "dataset");
+
+    printf("Adversarial training step per method: PreActResNet-18 width %d, batch %d, "
+           "32x32x3, %d threads, median of %d steps after %d warm-up\n",
+           o.width, o.batch, o.threads, o.iters, o.warmup);
+    printf("  %-16s %12s %10s\n", "method", "ms / step", "vs FGSM");
+    double fgsm_ms = 0.0;
+    for (int k = 0; k < n_sel; k++) {
+        const method *me = &methods[selected[k]];
+        double ms = 0.0, rss = 0.0;
+        if ((rc = run_method(&o, ctx, train, me, &ms, &rss)) < 0)
+            goto cleanup;
+        char key[96];
+        snprintf(key, sizeof key, "%s_step_ms", me->key);
+        json_object_set_new(doc, key, json_real(ms));
+        if (strcmp(me->name, "fgsm") == 0)
+            fgsm_ms = ms;
+        if (fgsm_ms > 0.0) {
+            snprintf(key, sizeof key, "%s_vs_fgsm", me->key);
+            json_object_set_new(doc, key, json_real(ms / fgsm_ms));
+            printf("  %-16s %12.1f %10.3f\n", me->name, ms, ms / fgsm_ms);
+        } else {
+            printf("  %-16s %12.1f %10s\n", me->name, ms, "-");
+        }
+        if (o.only) {
+            snprintf(key, sizeof key, "%s_peak_rss_mib", me->key);
+            json_object_set_new(doc, key, json_real(rss));
+            printf("  peak RSS of this process: %.1f MiB\n", rss);
+        }
+        fflush(stdout);
+    }
+    json_object_set_new(doc, "methods_batch", json_integer(o.batch));
+    json_object_set_new(doc, "methods_width", json_integer(o.width));
+    json_object_set_new(doc, "methods_iters", json_integer(o.iters));
+    if (o.json && json_dump_file(doc, o.json, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
+        fprintf(stderr, "elle-bench-methods: cannot write %s\n", o.json);
+        rc = 1;
+    }
+cleanup:
+    elle_dataset_free(train);
+    elle_context_free(ctx);
+    json_decref(doc);
+    free(images);
+    free(labels);
+    return rc < 0 ? 1 : rc;
+}
