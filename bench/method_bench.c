@@ -11,11 +11,17 @@
  *                   (lambda_start = lambda_max): the regularizer's backward
  *                   is skipped while lambda is 0, so this is its full cost
  *   n-fgsm+elle-a   N-FGSM + ELLE-A, likewise
+ *   gradalign       FGSM + GradAlign (ELLE repo version), lambda 0.2: double
+ *                   backpropagation through the tangent passes
+ *   llr             FGSM + LLR, adaptive as its script, lambda > 0 throughout
+ *                   (lambda_start = lambda_max = 200)
+ *   cure            FGSM + CURE, likewise (lambda_max 1000)
  *
  * Each method trains one epoch of warmup + iters batches of random images
  * (the trainer's step time metric: attack, regularizers, backward, SGD;
  * evaluation off); the first `warmup` steps are dropped and the median of
- * the rest is reported as <method>_step_ms, with <method>_vs_fgsm. Keys use
+ * the rest is reported as <method>_step_ms, with <method>_vs_fgsm (and
+ * <method>_vs_elle for the other regularizers). Keys use
  * underscores: n_fgsm_step_ms, pgd10_step_ms, n_fgsm_elle_a_step_ms; FGSM's
  * is fgsm_trainer_step_ms (elle-bench's fgsm_step_ms is the model-API loop).
  * `--only METHOD` runs one method and reports the process's peak RSS as
@@ -40,7 +46,7 @@ typedef struct method {
     const char *key;  /* JSON key prefix */
     elle_attack_kind attack;
     int steps;    /* PGD steps (0: the kind's) */
-    int reg;      /* 0 none, 1 ELLE (fixed lambda), 2 ELLE-A */
+    int reg;      /* 0 none, 1 ELLE (fixed lambda), 2 ELLE-A, 3 GradAlign, 4 LLR, 5 CURE */
 } method;
 
 static const method methods[] = {
@@ -50,6 +56,9 @@ static const method methods[] = {
     {"elle", "elle", ELLE_ATTACK_FGSM, 0, 1},
     {"elle-a", "elle_a", ELLE_ATTACK_FGSM, 0, 2},
     {"n-fgsm+elle-a", "n_fgsm_elle_a", ELLE_ATTACK_N_FGSM, 0, 2},
+    {"gradalign", "gradalign", ELLE_ATTACK_FGSM, 0, 3},
+    {"llr", "llr", ELLE_ATTACK_FGSM, 0, 4},
+    {"cure", "cure", ELLE_ATTACK_FGSM, 0, 5},
 };
 #define N_METHODS ((int)(sizeof methods / sizeof methods[0]))
 
@@ -129,15 +138,24 @@ static int run_method(const opts *o, elle_context *ctx, elle_dataset *train, con
     TRY(elle_trainer_create(&t, model), "trainer");
     TRY(elle_trainer_set_attack(t, atk), "trainer attack");
     if (me->reg) {
-        TRY(elle_regularizer_create(&reg, model, ELLE_REGULARIZER_ELLE), "regularizer");
+        static const elle_regularizer_kind kinds[] = {
+            ELLE_REGULARIZER_ELLE,      ELLE_REGULARIZER_ELLE, ELLE_REGULARIZER_ELLE,
+            ELLE_REGULARIZER_GRADALIGN, ELLE_REGULARIZER_LLR,  ELLE_REGULARIZER_CURE};
+        /* lambda (constant) or lambda_max = lambda_start (adaptive, on throughout) */
+        static const double lambdas[] = {0, 1000.0, 4000.0, 0.2, 200.0, 1000.0};
+        static const int adaptive[] = {0, 0, 1, 0, 1, 1};
+        TRY(elle_regularizer_create(&reg, model, kinds[me->reg]), "regularizer");
         TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_EPS, eps), "reg eps");
-        if (me->reg == 1) {
-            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA, 1000.0), "lambda");
+        if (!adaptive[me->reg]) {
+            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA, lambdas[me->reg]),
+                "lambda");
         } else {
             TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_ADAPTIVE, 1), "adaptive");
-            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA_MAX, 4000.0),
+            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA_MAX,
+                                           lambdas[me->reg]),
                 "lambda_max");
-            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA_START, 4000.0),
+            TRY(elle_regularizer_set_param(reg, ELLE_REGULARIZER_PARAM_LAMBDA_START,
+                                           lambdas[me->reg]),
                 "lambda_start");
         }
         TRY(elle_trainer_add_regularizer(t, reg), "trainer regularizer");
@@ -265,8 +283,8 @@ int main(int argc, char **argv)
     printf("Adversarial training step per method: PreActResNet-18 width %d, batch %d, "
            "32x32x3, %d threads, median of %d steps after %d warm-up\n",
            o.width, o.batch, o.threads, o.iters, o.warmup);
-    printf("  %-16s %12s %10s\n", "method", "ms / step", "vs FGSM");
-    double fgsm_ms = 0.0;
+    printf("  %-16s %12s %10s %10s\n", "method", "ms / step", "vs FGSM", "vs ELLE");
+    double fgsm_ms = 0.0, elle_ms = 0.0;
     for (int k = 0; k < n_sel; k++) {
         const method *me = &methods[selected[k]];
         double ms = 0.0, rss = 0.0;
@@ -277,13 +295,20 @@ int main(int argc, char **argv)
         json_object_set_new(doc, key, json_real(ms));
         if (strcmp(me->name, "fgsm") == 0)
             fgsm_ms = ms;
+        if (strcmp(me->name, "elle") == 0)
+            elle_ms = ms;
+        char vs_fgsm[32] = "-", vs_elle[32] = "-";
         if (fgsm_ms > 0.0) {
             snprintf(key, sizeof key, "%s_vs_fgsm", me->key);
             json_object_set_new(doc, key, json_real(ms / fgsm_ms));
-            printf("  %-16s %12.1f %10.3f\n", me->name, ms, ms / fgsm_ms);
-        } else {
-            printf("  %-16s %12.1f %10s\n", me->name, ms, "-");
+            snprintf(vs_fgsm, sizeof vs_fgsm, "%.3f", ms / fgsm_ms);
         }
+        if (elle_ms > 0.0 && me->reg >= 3) {
+            snprintf(key, sizeof key, "%s_vs_elle", me->key);
+            json_object_set_new(doc, key, json_real(ms / elle_ms));
+            snprintf(vs_elle, sizeof vs_elle, "%.3f", ms / elle_ms);
+        }
+        printf("  %-16s %12.1f %10s %10s\n", me->name, ms, vs_fgsm, vs_elle);
         if (o.only) {
             snprintf(key, sizeof key, "%s_peak_rss_mib", me->key);
             json_object_set_new(doc, key, json_real(rss));

@@ -4,7 +4,8 @@
 Two commands:
 
   torch_bench.py [run] [--json PATH] [--batch 128] [--threads 2] [--width 64]
-                 [--iters 5] [--warmup 2] [--only fwd|train|fgsm] [--quick] [--profile]
+                 [--iters 5] [--warmup 2] [--only fwd|train|fgsm|elle|gradalign] [--quick]
+                 [--profile]
       Times, in training mode, on one random batch of 32x32x3 images:
         fwd    forward of the batch (no autograd graph is kept);
         train  training step: zero grad, forward, mean cross-entropy, backward,
@@ -12,6 +13,11 @@ Two commands:
         fgsm   FGSM-AT step: delta = eps*sign(grad_x CE_mean(f(x))) (eps = 8/255,
                model in train mode, weights' gradients not computed), x_adv = x + delta
                (no clamp, as the reference CIFAR code), then a training step on x_adv;
+        elle   the reference ELLE step (lambda 1000);
+        gradalign  the ELLE repo's GradAlign step: the FGSM point, CE(x_adv) +
+               0.2 * mean(1 - cos(g1, g2)) with g1 = grad_x CE_mean at x (detached),
+               g2 at x + U[-eps, eps] with create_graph=True (double backpropagation),
+               F.cosine_similarity(eps=1e-8), then the SGD step;
       and, to split those, the input-gradient pass, forward+backward and the SGD step
       alone. Every figure is the median of --iters timed iterations (time.perf_counter)
       after --warmup untimed ones. Keys are prefixed torch_ (torch_fgsm_step_ms, ...).
@@ -50,6 +56,7 @@ import time
 
 EPS = 8.0 / 255.0
 ELLE_LAMBDA = 1000.0
+GRADALIGN_LAMBDA = 0.2  # 0.02 * 10^(8/8), the reference rule at eps = 8/255
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 KiB_PER_MiB = 1024.0
 
@@ -211,7 +218,7 @@ def run_main(argv):
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=None)
-    ap.add_argument("--only", choices=["fwd", "train", "fgsm", "elle"])
+    ap.add_argument("--only", choices=["fwd", "train", "fgsm", "elle", "gradalign"])
     ap.add_argument("--quick", action="store_true",
                     help="smoke-test sizes: batch 4, width 8, 1 iteration, 1 warm-up")
     ap.add_argument("--profile", action="store_true",
@@ -320,6 +327,22 @@ def run_main(argv):
         (loss + ELLE_LAMBDA * e_lin).backward()
         opt.step()
 
+    def gradalign_step():
+        # the ELLE repo's GradAlign (spec/reference-implementations.md §2.5): the
+        # FGSM point, then CE(x_adv) + lambda * mean(1 - cos(g1, g2)), g1 at x
+        # recomputed and detached, g2 at x + U[-eps, eps] differentiated
+        g = input_grad()
+        with torch.no_grad():
+            x_adv = x + EPS * g.sign()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x_adv), y)
+        g1 = input_grad().detach()
+        x2 = (x + EPS * (2.0 * torch.rand_like(x) - 1.0)).requires_grad_(True)
+        g2 = torch.autograd.grad(F.cross_entropy(model(x2), y), x2, create_graph=True)[0]
+        cos = F.cosine_similarity(g1.flatten(1), g2.flatten(1), dim=1, eps=1e-8)
+        (loss + GRADALIGN_LAMBDA * (1.0 - cos).mean()).backward()
+        opt.step()
+
     def fwd_bwd():
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
@@ -332,6 +355,8 @@ def run_main(argv):
         ("train_step", "training step (fwd + CE + bwd + SGD)", lambda: train_step(x), "train"),
         ("fgsm_step", "FGSM-AT step (input grad, x+eps*sign, train step)", fgsm_step, "fgsm"),
         ("elle_step", "ELLE step (FGSM + lambda 1000 * E_lin, 3B forward)", elle_step, "elle"),
+        ("gradalign_step", "GradAlign step (FGSM + 0.2 * (1 - cos), double backprop)",
+         gradalign_step, "gradalign"),
         ("prn18_input_grad", "  part: input gradient (fwd + bwd, no weight grads)",
          input_grad, None),
         ("prn18_fwd_bwd", "  part: fwd + bwd with weight grads", fwd_bwd, None),
@@ -363,7 +388,7 @@ def run_main(argv):
 
     if a.only:
         name = {"fwd": "prn18_fwd", "train": "train_step", "fgsm": "fgsm",
-                "elle": "elle"}[a.only]
+                "elle": "elle", "gradalign": "gradalign"}[a.only]
         rss = peak_rss_mib()
         res[f"torch_{name}_peak_rss_mib"] = rss
         res["torch_rss_after_import_mib"] = rss_model if rss_model > 0 else rss_start
@@ -395,6 +420,9 @@ COMPARE = [  # libelle key, PyTorch key, ratio key, label
      "FGSM-AT step (input grad, x+eps*sign, train step)"),
     ("elle_step_ms", "torch_elle_step_ms", "elle_vs_torch",
      "ELLE step (FGSM + lambda 1000 * E_lin, 3B forward)"),
+    # libelle's figure comes from elle-bench-methods (--methods: the trainer's step)
+    ("gradalign_step_ms", "torch_gradalign_step_ms", "gradalign_vs_torch",
+     "GradAlign step (FGSM + 0.2 * (1 - cos), double backprop)"),
     ("prn18_input_grad_ms", "torch_prn18_input_grad_ms", "prn18_input_grad_vs_torch",
      "  part: input gradient (fwd + bwd, no weight grads)"),
     ("prn18_fwd_bwd_ms", "torch_prn18_fwd_bwd_ms", "prn18_fwd_bwd_vs_torch",
@@ -420,6 +448,8 @@ def merge_main(argv):
                     action="append", default=[])
     ap.add_argument("--methods", help="elle-bench-methods' JSON (step time per method)")
     ap.add_argument("--methods-rss", help="elle-bench-methods --only elle JSON (peak RSS)")
+    ap.add_argument("--extra", action="append", default=[],
+                    help="any other flat JSON object of figures to include as it is")
     a = ap.parse_args(argv)
 
     doc = dict(load_json(a.elle, "elle-bench"))
@@ -428,6 +458,8 @@ def merge_main(argv):
             # the timings of the short RSS run are not the benchmark's
             if "rss" in k or k == "model_memory_mib":
                 doc[k] = v
+    for path in a.extra:
+        doc.update(load_json(path, "extra figures"))
     if a.methods:
         doc.update(load_json(a.methods, "elle-bench-methods"))
     if a.methods_rss:
@@ -483,12 +515,20 @@ def merge_main(argv):
         if have_torch and key in doc:
             goal = "met" if doc[key] <= goal_v else "NOT met"
             print(f"  goal {key} <= {goal_v:.2f}: {goal} ({doc[key]:.3f})")
+    aa = sorted(k for k in doc if k.startswith("aa_fmnist_"))
+    if aa:
+        print("\nAutoAttack (standard, eps 0.2, bs 250) on Fashion-MNIST test images, the demo's "
+              "ELLE-A model:")
+        for k in aa:
+            print(f"  {k:40s} {doc[k]:10.4f}")
     methods = [k[:-len("_vs_fgsm")] for k in doc if k.endswith("_vs_fgsm")]
     if methods:
         print("\nlibelle adversarial training step per method (elle-bench-methods), ms and "
-              "ratio to FGSM:")
+              "ratio to FGSM (and to ELLE):")
         for m in methods:
-            print(f"  {m:16s} {doc[m + '_step_ms']:10.1f} {doc[m + '_vs_fgsm']:8.3f}")
+            ve = doc.get(m + "_vs_elle")
+            print(f"  {m:16s} {doc[m + '_step_ms']:10.1f} {doc[m + '_vs_fgsm']:8.3f}"
+                  + (f" {ve:8.3f}" if ve is not None else ""))
     if not have_torch:
         print("  PyTorch figures not measured (torch_available: 0)")
     loads = [doc.get(k) for k in ("loadavg_1min_start", "loadavg_1min_end",

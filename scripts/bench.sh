@@ -136,7 +136,19 @@ methods_bin="$builddir/bench/elle-bench-methods"
 tmp_methods="$outdir/.methods.json.tmp"
 tmp_methods_rss="$outdir/.methods-rss.json.tmp"
 tmp_torch_elle_rss="$outdir/.torch-elle-rss.json.tmp"
-trap 'rm -f "$tmp" "$tmp_rss" "$tmp_torch" "$tmp_torch_rss" "$tmp_methods" "$tmp_methods_rss" "$tmp_torch_elle_rss"' EXIT
+trap 'rm -f "$tmp" "$tmp_rss" "$tmp_torch" "$tmp_torch_rss" "$tmp_methods" "$tmp_methods_rss" "$tmp_torch_elle_rss" "$outdir/.aa.json.tmp"' EXIT
+# AutoAttack on 1000 Fashion-MNIST test images (the demo's ELLE-A model)
+tmp_aa="$outdir/.aa.json.tmp"
+case " $both " in *" --quick "*) aa_n=20 ;; *) aa_n=1000 ;; esac
+echo
+echo "bench.sh: AutoAttack on $aa_n Fashion-MNIST test images (scripts/bench_aa.sh)"
+if "$root/scripts/bench_aa.sh" "$builddir" "$tmp_aa" "$threads" "$aa_n"; then
+    merge_args="$merge_args --extra $tmp_aa"
+else
+    echo "bench.sh: the AutoAttack run failed; no aa_fmnist_* figures" >&2
+    status=1
+fi
+
 if [ -x "$methods_bin" ]; then
     echo
     echo "bench.sh: adversarial training step per method (elle-bench-methods)"

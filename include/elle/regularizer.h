@@ -61,8 +61,22 @@ typedef struct elle_regularizer elle_regularizer;
 
 /** Regularizers (stable values; appended only). @since v0.1 */
 typedef enum elle_regularizer_kind {
-    ELLE_REGULARIZER_ELLE = 0 /**< "elle": local, linear approximation error E_lin
-                                   (ELLE; ELLE-A with ELLE_REGULARIZER_PARAM_ADAPTIVE) */
+    ELLE_REGULARIZER_ELLE = 0,      /**< "elle": local, linear approximation error E_lin
+                                         (ELLE; ELLE-A with ELLE_REGULARIZER_PARAM_ADAPTIVE) */
+    ELLE_REGULARIZER_GRADALIGN = 1, /**< "gradalign": mean_i (1 - cos(g1_i, g2_i)) of the
+                                         input gradients at x and at x + U[-eps, eps]
+                                         (Andriushchenko & Flammarion 2020; the ELLE repo's
+                                         version by default) @since v0.1 */
+    ELLE_REGULARIZER_LLR = 2,       /**< "llr": local linearity (Qin et al. 2019), the ELLE
+                                         paper's simplified form: (1/B) sum_i (l_i(x3) -
+                                         l_i(x2) - <x3 - x2, g_i>)^2, g at x2 @since v0.1 */
+    ELLE_REGULARIZER_CURE = 3,      /**< "cure": curvature (Moosavi-Dezfooli et al. 2019) as
+                                         the ELLE repo: (1/B) sum_i ||g(x)_i - g(x_adv)_i||^2
+                                         @since v0.1 */
+    ELLE_REGULARIZER_GAT = 4        /**< "gat": guided adversarial training's
+                                         (Sriramanan et al. 2020) output-distance term
+                                         mean_i ||softmax f(x)_i - softmax f(x_adv)_i||^2 at
+                                         the caller's x_adv (docs/regularizers.md) @since v0.1 */
 } elle_regularizer_kind;
 
 /**
@@ -79,7 +93,9 @@ typedef enum elle_regularizer_error_kind {
 /**
  * Regularizer parameters (stable values; appended only). Defaults in
  * parentheses are ELLE's; they follow the released CIFAR-10 code at
- * eps = 8/255. Parameters stay set for every later apply.
+ * eps = 8/255 (each kind's table is in docs/regularizers.md; a kind has
+ * only the parameters that mean something for it). Parameters stay set for
+ * every later apply.
  * @since v0.1
  */
 typedef enum elle_regularizer_param {
@@ -117,11 +133,21 @@ typedef enum elle_regularizer_param {
     ELLE_REGULARIZER_PARAM_CLAMP_IMAGE = 13, /**< "clamp_image": 1 = clamp x_a and x_b to
                                                   [0, 1] before x_c is formed (the ImageNet
                                                   code); 0 or 1 (0, the CIFAR code) */
-    ELLE_REGULARIZER_PARAM_LAMBDA_LAG = 14   /**< "lambda_lag": ELLE-A: 1 = a step's value
+    ELLE_REGULARIZER_PARAM_LAMBDA_LAG = 14,  /**< "lambda_lag": ELLE-A: 1 = a step's value
                                                   updates lambda after its backward, so it
                                                   weights the next step (the CIFAR code);
                                                   0 = before (Algorithm 1, the ImageNet code);
                                                   0 or 1 (1) */
+    ELLE_REGULARIZER_PARAM_VARIANT = 15,     /**< "variant": GradAlign: 0 = the ELLE repo's
+                                                  (g1 at x, cosine with a 1e-8 floor on
+                                                  ||g1|| ||g2||), 1 = the original (g1 at
+                                                  clamp(x, 0, 1), samples with a zero gradient
+                                                  dropped, no floor); 0 or 1 (0) @since v0.1 */
+    ELLE_REGULARIZER_PARAM_PER_SAMPLE = 16   /**< "per_sample": LLR, CURE: 1 = input gradients
+                                                  of the summed loss (per-sample gradients
+                                                  grad l_i), 0 = of the batch mean, which
+                                                  carries a 1/B factor (the reference); 0 or 1
+                                                  (0) @since v0.1 */
 } elle_regularizer_param;
 
 /**
@@ -200,7 +226,8 @@ ELLE_API int elle_regularizer_param_bounds(elle_regularizer_kind kind,
 /**
  * Parameter by name: "lambda", "eps", "adaptive", "lambda_max", "decay",
  * "sensitivity", "window", "lambda_start", "points", "reuse_adv", "error",
- * "seed", "clamp_image", "lambda_lag". ELLE_EINVAL if unknown. @since v0.1
+ * "seed", "clamp_image", "lambda_lag", "variant", "per_sample".
+ * ELLE_EINVAL if unknown. @since v0.1
  */
 ELLE_API int elle_regularizer_param_from_name(const char *name, elle_regularizer_param *out);
 
@@ -298,8 +325,15 @@ ELLE_API int elle_regularizer_state_set(elle_regularizer *reg, const void *buf, 
 
 /**
  * The reference scripts' strength for `kind` at radius eps (CIFAR-10, pixel
- * units). ELLE, adaptive = 0: lambda = 1000 for eps <= 8/255, 5000 up to
- * 20/255, 10000 above. ELLE, adaptive = 1: lambda_max = 4000 at every eps.
+ * units; k = eps * 255). ELLE, adaptive = 0: lambda = 1000 for eps <= 8/255,
+ * 5000 up to 20/255, 10000 above. ELLE, adaptive = 1: lambda_max = 4000 at
+ * every eps. GradAlign (constant in its scripts; the same value either way):
+ * 0.02 * 10^(k/8), capped at 2.0 above 16/255. LLR (adaptive in its scripts;
+ * the same value either way): the ELLE repo's table, 200 up to 8/255, then
+ * by k rounded up to even: 10: 500, 12: 500, 14: 1000, 16: 500, 18: 1000,
+ * 20: 500, 22: 2000, 24: 5000, 26 and above: 2000. CURE (adaptive in its
+ * scripts): 1000 up to 8/255, 50000 above (the scripts have 8 and 16 only).
+ * GAT: 10, the weight of its term in the reference. docs/regularizers.md.
  * ELLE_EINVAL for an unknown kind, NULL out or eps outside [0, 1].
  * @since v0.1
  */

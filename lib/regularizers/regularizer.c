@@ -14,7 +14,8 @@
 
 /* Indexed by elle_regularizer_kind. */
 static const elle__regularizer_ops *const kinds[] = {
-    &elle__reg_elle_ops,
+    &elle__reg_elle_ops, &elle__reg_gradalign_ops, &elle__reg_llr_ops, &elle__reg_cure_ops,
+    &elle__reg_gat_ops,
 };
 #define N_KINDS ((int)(sizeof kinds / sizeof kinds[0]))
 
@@ -62,6 +63,15 @@ int elle_regularizer_create(elle_regularizer **out, elle_model *model, elle_regu
         r->p[ops->params[i].id] = ops->params[i].default_value;
     elle__adaptive_init(&r->adapt);
     sync_adaptive(r);
+    if (ops->attach) {
+        int rc = ops->attach(r);
+        if (rc < 0) {
+            elle__adaptive_release(&r->adapt);
+            free(r);
+            elle__error_prefix("elle_regularizer_create(%s)", ops->name);
+            return rc;
+        }
+    }
     *out = r;
     return ELLE_OK;
 }
@@ -115,7 +125,7 @@ int elle_regularizer_kind_from_name(const char *name, elle_regularizer_kind *out
         }
     }
     ELLE_FAIL(ELLE_EINVAL, "elle_regularizer_kind_from_name: unknown regularizer '%s' (known: "
-                           "elle)", name);
+                           "elle, gradalign, llr, cure, gat)", name);
 }
 
 /* ---- parameters ------------------------------------------------------------------- */
@@ -205,10 +215,36 @@ int elle_regularizer_default_lambda(elle_regularizer_kind kind, double eps, int 
         ELLE_FAIL(ELLE_EINVAL, "elle_regularizer_default_lambda: unknown kind %d", (int)kind);
     if (!(eps >= 0.0 && eps <= 1.0))
         ELLE_FAIL(ELLE_EINVAL, "elle_regularizer_default_lambda: eps = %g outside [0, 1]", eps);
-    /* ELLE's CIFAR-10 scripts (spec/reference-implementations.md §1.4);
-     * the scripts use whole multiples of 1/255, the slack absorbs the
-     * rounding of eps = k/255 */
+    /* the CIFAR-10 scripts (spec/reference-implementations.md §1.4, §2.5-2.7);
+     * they use whole multiples of 1/255, the slack absorbs the rounding of
+     * eps = k/255 */
     double k = eps * 255.0;
+    switch (kind) {
+    case ELLE_REGULARIZER_GRADALIGN:
+        /* GradAlign's log-linear rule; the ELLE repo's script caps it at 2.0 */
+        *out = k <= 16.0 + 1e-6 ? 0.02 * pow(10.0, k / 8.0) : 2.0;
+        return ELLE_OK;
+    case ELLE_REGULARIZER_LLR: {
+        /* run_LLR_cifar10.sh: lambda_max at eps = 10, 12, ..., 26 */
+        static const double table[9] = {500, 500, 1000, 500, 1000, 500, 2000, 5000, 2000};
+        if (k <= 8.0 + 1e-6) {
+            *out = 200.0;
+        } else {
+            int even = 2 * (int)ceil(k / 2.0 - 1e-6); /* 10 .. */
+            int idx = (even - 10) / 2;
+            *out = table[idx > 8 ? 8 : idx];
+        }
+        return ELLE_OK;
+    }
+    case ELLE_REGULARIZER_CURE:
+        *out = k <= 8.0 + 1e-6 ? 1000.0 : 50000.0;
+        return ELLE_OK;
+    case ELLE_REGULARIZER_GAT:
+        *out = 10.0;
+        return ELLE_OK;
+    default:
+        break;
+    }
     if (adaptive)
         *out = 4000.0;
     else if (k <= 8.0 + 1e-6)
@@ -303,7 +339,8 @@ int elle__regularizer_apply_dev(elle_regularizer *r, const float *x, const int32
         ELLE_FAIL(ELLE_EINVAL, "%s: n = %lld, need n >= 1", who, (long long)n);
     int adv = r->ops->needs_adv(r);
     if (adv && !x_adv)
-        ELLE_FAIL(ELLE_EINVAL, "%s: reuse_adv = 1 needs x_adv", who);
+        ELLE_FAIL(ELLE_EINVAL, "%s: regularizer '%s' needs x_adv (%s)", who, r->ops->name,
+                  r->kind == ELLE_REGULARIZER_ELLE ? "reuse_adv = 1" : "the attack's points");
     ELLE_TRY(check_reserve(r, n, who));
     return run_step(r, x, y, adv ? x_adv : NULL, n, value_out, who);
 }
@@ -347,8 +384,8 @@ int elle_regularizer_apply(elle_regularizer *reg, const float *x, const int32_t 
         ELLE_FAIL(ELLE_EINVAL, "%s: n = %lld, need n >= 1", who, (long long)n);
     int adv = reg->ops->needs_adv(reg);
     if (adv && !x_adv)
-        ELLE_FAIL(ELLE_EINVAL, "%s: reuse_adv = 1 needs x_adv (the training attack's batch)",
-                  who);
+        ELLE_FAIL(ELLE_EINVAL, "%s: regularizer '%s' needs x_adv (the training attack's batch%s)",
+                  who, reg->ops->name, reg->kind == ELLE_REGULARIZER_ELLE ? ", reuse_adv = 1" : "");
     ELLE_TRY(check_reserve(reg, n, who));
     int64_t d = elle__model_image_numel(reg->model);
     int64_t count = n * d;
@@ -524,4 +561,109 @@ int elle_regularizer_state_set(elle_regularizer *reg, const void *buf, size_t si
     reg->last_value = last_value;
     reg->last_lambda = last_lambda;
     return ELLE_OK;
+}
+
+/* ---- shared by the input-gradient kinds ---------------------------------------------- */
+
+int elle__reg_buf_grow(elle_regularizer *r, elle__reg_buf *b, size_t bytes)
+{
+    if (bytes <= b->bytes)
+        return ELLE_OK;
+    void *p = NULL;
+    if (b->dev) {
+        elle__backend *be = elle__model_backend(r->model);
+        ELLE_TRY(be->ops->alloc(be, bytes, &p));
+        be->ops->free(be, b->p);
+    } else {
+        p = malloc(bytes);
+        if (!p)
+            ELLE_FAIL(ELLE_ENOMEM, "regularizer '%s': out of memory for %zu bytes of scratch",
+                      r->ops->name, bytes);
+        free(b->p);
+    }
+    b->p = p;
+    b->bytes = bytes;
+    return ELLE_OK;
+}
+
+void elle__reg_buf_release(elle_regularizer *r, elle__reg_buf *b)
+{
+    if (b->dev) {
+        elle__backend *be = elle__model_backend(r->model);
+        be->ops->free(be, b->p);
+    } else {
+        free(b->p);
+    }
+    b->p = NULL;
+    b->bytes = 0;
+}
+
+int elle__reg_attach_second_order(elle_regularizer *r)
+{
+    /* sticky on the model: kept after the regularizer is freed (another
+     * regularizer on the same model may need it; dropping it would also
+     * re-reserve the model under the caller) */
+    return elle__model_set_second_order(r->model, 1);
+}
+
+int elle__reg_input_grad(elle_regularizer *r, const float *x, const int32_t *y, int64_t n,
+                         float coef, float *dx, float *loss_host)
+{
+    elle_model *m = r->model;
+    elle__net *net = elle__model_net(m);
+    elle__backend *be = net->be;
+    ELLE_TRY(elle__model_forward_dev(m, x, y, n, net->loss));
+    ELLE_TRY(be->ops->fill(be, n, coef, net->coef));
+    ELLE_TRY(elle__model_backward_dev(m, n, net->coef, 0, dx));
+    if (loss_host) {
+        ELLE_TRY(be->ops->copy_to_host(be, loss_host, net->loss, (size_t)n * sizeof(float)));
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(loss_host[i]))
+                ELLE_FAIL(ELLE_ENUMERIC, "the loss of sample %lld is %g", (long long)i,
+                          (double)loss_host[i]);
+    }
+    return ELLE_OK;
+}
+
+int elle__reg_host_copy(elle_regularizer *r, elle__reg_buf *host, const float *src,
+                        int64_t count)
+{
+    ELLE_TRY(elle__reg_buf_grow(r, host, (size_t)count * sizeof(float)));
+    elle__backend *be = elle__model_backend(r->model);
+    return be->ops->copy_to_host(be, host->p, src, (size_t)count * sizeof(float));
+}
+
+int elle__reg_stats_save(elle_regularizer *r, elle__reg_stats *st)
+{
+    elle__net *net = elle__model_net(r->model);
+    elle__backend *be = net->be;
+    st->buffers.dev = 1;
+    if (net->buffer_bytes) {
+        ELLE_TRY(elle__reg_buf_grow(r, &st->buffers, net->buffer_bytes));
+        ELLE_TRY(be->ops->copy(be, st->buffers.p, net->buffers.base, net->buffer_bytes));
+    }
+    ELLE_TRY(elle__reg_buf_grow(r, &st->counters, (size_t)(net->n_states + 1) * sizeof(int64_t)));
+    int64_t *c = st->counters.p;
+    for (int64_t i = 0; i < net->n_states; i++)
+        c[i] = net->states[i].counter;
+    return ELLE_OK;
+}
+
+int elle__reg_stats_restore(elle_regularizer *r, elle__reg_stats *st)
+{
+    elle__net *net = elle__model_net(r->model);
+    elle__backend *be = net->be;
+    if (net->buffer_bytes)
+        ELLE_TRY(be->ops->copy(be, net->buffers.base, st->buffers.p, net->buffer_bytes));
+    const int64_t *c = st->counters.p;
+    for (int64_t i = 0; i < net->n_states; i++)
+        net->states[i].counter = c[i];
+    return ELLE_OK;
+}
+
+void elle__reg_stats_release(elle_regularizer *r, elle__reg_stats *st)
+{
+    st->buffers.dev = 1;
+    elle__reg_buf_release(r, &st->buffers);
+    elle__reg_buf_release(r, &st->counters);
 }

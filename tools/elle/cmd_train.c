@@ -7,8 +7,10 @@
  *
  * --method composes one training attack and any regularizers (docs/cli.md):
  * "plain", an attack ("fgsm", "rs-fgsm", "n-fgsm", "pgd-K"), and "+elle" /
- * "+elle-a" terms; "elle" and "elle-a" alone mean FGSM plus that
- * regularizer, as in the paper.
+ * "+elle-a" / "+gradalign" / "+llr" / "+cure" / "+gat" terms; a regularizer
+ * alone means FGSM plus that regularizer, as in the reference scripts
+ * (except gat, whose guided attack is not built: it needs an explicit
+ * attack).
  *
  * Writes into --out DIR: model.safetensors (final), best.safetensors (best
  * validation accuracy — PGD when the monitor runs; with --val-size > 0),
@@ -37,11 +39,14 @@ typedef struct method {
     elle_attack_kind kind;
     int64_t steps;                 /* pgd-K */
     int n_regs;
-    int adaptive[MAX_REGS];        /* per regularizer: 0 = elle, 1 = elle-a */
+    elle_regularizer_kind reg[MAX_REGS]; /* per regularizer: its kind */
+    int adaptive[MAX_REGS];        /* and ELLE-A's lambda (elle-a; llr and cure: as their
+                                      reference scripts) or a constant one */
 } method;
 
 /* "plain" | ATTACK ["+" REG]... | REG ["+" REG]... (FGSM implied) | "plain+" REG...
- * ATTACK: fgsm, rs-fgsm, n-fgsm, pgd-K; REG: elle, elle-a. 0 ok, -1 bad. */
+ * ATTACK: fgsm, rs-fgsm, n-fgsm, pgd-K; REG: elle, elle-a, gradalign, llr,
+ * cure, gat. 0 ok, -1 bad, -2 gat without an explicit attack. */
 static int parse_method(const char *s, method *m)
 {
     char buf[128];
@@ -56,10 +61,25 @@ static int parse_method(const char *s, method *m)
         if (next)
             *next++ = '\0';
         int64_t restarts;
-        if (strcmp(tok, "elle") == 0 || strcmp(tok, "elle-a") == 0) {
+        static const struct {
+            const char *name;
+            elle_regularizer_kind kind;
+            int adaptive;
+        } regs[] = {{"elle", ELLE_REGULARIZER_ELLE, 0},
+                    {"elle-a", ELLE_REGULARIZER_ELLE, 1},
+                    {"gradalign", ELLE_REGULARIZER_GRADALIGN, 0},
+                    {"llr", ELLE_REGULARIZER_LLR, 1},
+                    {"cure", ELLE_REGULARIZER_CURE, 1},
+                    {"gat", ELLE_REGULARIZER_GAT, 0}};
+        int found = -1;
+        for (int k = 0; k < (int)(sizeof regs / sizeof regs[0]); k++)
+            if (strcmp(tok, regs[k].name) == 0)
+                found = k;
+        if (found >= 0) {
             if (m->n_regs == MAX_REGS)
                 return -1;
-            m->adaptive[m->n_regs++] = strcmp(tok, "elle-a") == 0;
+            m->reg[m->n_regs] = regs[found].kind;
+            m->adaptive[m->n_regs++] = regs[found].adaptive;
         } else if (first && strcmp(tok, "plain") == 0) {
             explicit_plain = 1;
         } else if (first && cli_parse_attack(tok, &m->kind, &m->steps, &restarts) == 0 &&
@@ -69,8 +89,13 @@ static int parse_method(const char *s, method *m)
             return -1;
         }
     }
-    /* "elle", "elle-a": FGSM + the regularizer (the paper's ELLE methods) */
+    /* "elle", "elle-a", "gradalign", "llr", "cure": FGSM + the regularizer
+     * (the paper's methods and the reference scripts' baselines). GAT
+     * trains on its own guided attack, which is not built: no FGSM stand-in */
     if (!m->has_attack && !explicit_plain && m->n_regs > 0) {
+        for (int i = 0; i < m->n_regs; i++)
+            if (m->reg[i] == ELLE_REGULARIZER_GAT)
+                return -2;
         m->has_attack = 1;
         m->kind = ELLE_ATTACK_FGSM;
     }
@@ -85,20 +110,25 @@ static void help(void)
            "PGD-20 test accuracy every epoch.\n"
            "\n"
            "  --method NAME         plain (default), fgsm, rs-fgsm, n-fgsm, pgd-K (e.g. pgd-10),\n"
-           "                        elle, elle-a (FGSM + ELLE / ELLE-A), or a composition\n"
-           "                        ATTACK+REG..., e.g. n-fgsm+elle-a, pgd-10+elle\n"
+           "                        elle, elle-a, gradalign, llr, cure (FGSM + the regularizer;\n"
+           "                        llr and cure with ELLE-A's adaptive lambda, as their\n"
+           "                        reference scripts), or a composition ATTACK+REG..., e.g.\n"
+           "                        n-fgsm+elle-a, pgd-10+elle, fgsm+gat+elle (gat: GAT's\n"
+           "                        output-distance term, with an explicit attack)\n"
            "  --eps X               L-inf radius in [0, 1] of the attack, the regularizers and\n"
            "                        the PGD-20 monitor (default 8/255); fractions accepted\n"
            "  --alpha X             attack step (default: the kind's: fgsm, n-fgsm eps;\n"
            "                        rs-fgsm 1.25 eps; pgd-K eps/4)\n"
-           "  --lambda X            ELLE strength (default by eps: 1000 up to 8/255, 5000\n"
-           "                        up to 20/255, 10000 above)\n"
-           "  --lambda-max X        ELLE-A strength after a detection (default 4000)\n"
+           "  --lambda X            strength of the constant-lambda terms (default by eps:\n"
+           "                        elle 1000 up to 8/255, 5000 up to 20/255, 10000 above;\n"
+           "                        gradalign 0.02*10^(eps*255/8), at most 2; gat 10)\n"
+           "  --lambda-max X        strength of the adaptive terms after a detection (default:\n"
+           "                        elle-a 4000; llr, cure by eps as their scripts)\n"
            "  --attack-param K=V    any attack parameter by name (clamp_image, noise_mult,\n"
            "                        seed, ...); repeatable\n"
            "  --reg-param K=V       any regularizer parameter by name (sensitivity, decay,\n"
-           "                        window, points, error, ...), for every regularizer;\n"
-           "                        repeatable\n"
+           "                        window, points, error, variant, per_sample, ...), for\n"
+           "                        every regularizer that has it; repeatable\n"
            "  --pgd-test-n N        PGD-20 monitor (alpha = eps/8) on the first N test images\n"
            "                        every epoch (default 1000; 0 = off)\n"
            "  --pgd-val 0|1         PGD-20 monitor on the validation set, which then picks\n"
@@ -230,21 +260,30 @@ static int write_summary(const char *path, const cli_common *c, const elle_train
     return fclose(f);
 }
 
-/* Check "NAME=VALUE" against the ELLE regularizer's parameters. */
-static int check_reg_param(const char *cmd, const char *kv)
+/* Whether regularizers of `kind` have parameter p. */
+static int reg_has(elle_regularizer_kind kind, elle_regularizer_param p)
+{
+    return elle_regularizer_param_bounds(kind, p, NULL, NULL) == ELLE_OK;
+}
+
+/* Check "NAME=VALUE" against the parameters of the method's regularizers. */
+static int check_reg_param(const char *cmd, const method *meth, const char *kv)
 {
     char name[64];
-    double v, lo, hi;
+    double v, lo = 0, hi = 0;
     elle_regularizer_param p;
     if (cli_parse_kv(kv, name, sizeof name, &v))
         return cli_usage_error(cmd, "--reg-param wants NAME=NUMBER, got '%s'", kv);
-    if (elle_regularizer_param_from_name(name, &p) != ELLE_OK ||
-        elle_regularizer_param_bounds(ELLE_REGULARIZER_ELLE, p, &lo, &hi) != ELLE_OK)
-        return cli_usage_error(cmd, "--reg-param: unknown regularizer parameter '%s' (lambda, "
+    int known = elle_regularizer_param_from_name(name, &p) == ELLE_OK, has = 0;
+    for (int i = 0; known && i < meth->n_regs && !has; i++)
+        has = elle_regularizer_param_bounds(meth->reg[i], p, &lo, &hi) == ELLE_OK;
+    if (!has)
+        return cli_usage_error(cmd, "--reg-param: %s regularizer parameter '%s' (lambda, "
                                     "eps, adaptive, lambda_max, decay, sensitivity, window, "
                                     "lambda_start, points, reuse_adv, error, seed, clamp_image, "
-                                    "lambda_lag)",
-                               name);
+                                    "lambda_lag, variant, per_sample; docs/regularizers.md says "
+                                    "which kind has which)",
+                               known ? "no regularizer of the method has the" : "unknown", name);
     if (v < lo || v > hi)
         return cli_usage_error(cmd, "--reg-param: regularizer parameter '%s' = %g outside "
                                     "[%g, %g]",
@@ -296,10 +335,15 @@ int cmd_train(int argc, char **argv)
         } else if (strcmp(a.name, "no-progress") == 0) {
             progress = 0;
         } else if (strcmp(a.name, "method") == 0) {
-            if (parse_method(v, &meth))
+            int pm = parse_method(v, &meth);
+            if (pm == -2)
+                return cli_usage_error(cmd, "--method '%s': gat needs an explicit attack "
+                                            "(e.g. fgsm+gat): GAT's guided attack is not built",
+                                       v);
+            if (pm)
                 return cli_usage_error(cmd, "--method wants plain, fgsm, rs-fgsm, n-fgsm, pgd-K, "
-                                            "elle, elle-a or ATTACK+REG (e.g. n-fgsm+elle-a), "
-                                            "got '%s'", v);
+                                            "elle, elle-a, gradalign, llr, cure or ATTACK+REG "
+                                            "(e.g. n-fgsm+elle-a, fgsm+gat), got '%s'", v);
         } else if (strcmp(a.name, "preset") == 0) {
             if (strcmp(v, "paper") != 0)
                 return cli_usage_error(cmd, "--preset wants paper, got '%s'", v);
@@ -337,9 +381,7 @@ int cmd_train(int argc, char **argv)
         } else if (strcmp(a.name, "reg-param") == 0) {
             if (n_reg_params == MAX_KV)
                 return cli_usage_error(cmd, "too many --reg-param options");
-            if (check_reg_param(cmd, v))
-                return 2;
-            reg_params[n_reg_params++] = v;
+            reg_params[n_reg_params++] = v; /* checked once --method is known */
         } else if (strcmp(a.name, "epochs") == 0) {
             if (cli_parse_int(v, 1, 1000000, &epochs))
                 return cli_usage_error(cmd, "--epochs wants an integer in [1, 1e6], got '%s'", v);
@@ -396,6 +438,10 @@ int cmd_train(int argc, char **argv)
     if (r)
         return r;
 
+    for (int i = 0; i < n_reg_params; i++)
+        if (n_reg_params && meth.n_regs && check_reg_param(cmd, &meth, reg_params[i]))
+            return 2;
+
     /* flags that the method does not use are mistakes, not silently ignored */
     int n_const = 0, n_adaptive = 0;
     for (int i = 0; i < meth.n_regs; i++)
@@ -404,11 +450,12 @@ int cmd_train(int argc, char **argv)
         return cli_usage_error(cmd, "--%s needs a method with an attack ('%s' has none)",
                                alpha > 0 ? "alpha" : "attack-param", meth.name);
     if (lambda >= 0 && n_const == 0)
-        return cli_usage_error(cmd, "--lambda sets ELLE's constant strength; method '%s' has no "
-                                    "'elle' term (ELLE-A: --lambda-max)", meth.name);
+        return cli_usage_error(cmd, "--lambda sets a constant strength; method '%s' has no "
+                                    "constant-lambda term such as 'elle' (adaptive terms: "
+                                    "--lambda-max)", meth.name);
     if (lambda_max >= 0 && n_adaptive == 0)
-        return cli_usage_error(cmd, "--lambda-max sets ELLE-A's strength; method '%s' has no "
-                                    "'elle-a' term", meth.name);
+        return cli_usage_error(cmd, "--lambda-max sets an adaptive strength; method '%s' has no "
+                                    "adaptive term such as 'elle-a'", meth.name);
     if (n_reg_params && meth.n_regs == 0)
         return cli_usage_error(cmd, "--reg-param needs a method with a regularizer ('%s' has "
                                     "none)", meth.name);
@@ -538,22 +585,25 @@ int cmd_train(int argc, char **argv)
     }
     for (int i = 0; i < meth.n_regs; i++) {
         double dl, dl_max;
-        elle_regularizer_default_lambda(ELLE_REGULARIZER_ELLE, eps, 0, &dl);
-        elle_regularizer_default_lambda(ELLE_REGULARIZER_ELLE, eps, 1, &dl_max);
-        if ((rc = elle_regularizer_create(&regs[i], m, ELLE_REGULARIZER_ELLE)) != ELLE_OK) {
+        elle_regularizer_kind rk = meth.reg[i];
+        elle_regularizer_default_lambda(rk, eps, 0, &dl);
+        elle_regularizer_default_lambda(rk, eps, 1, &dl_max);
+        if ((rc = elle_regularizer_create(&regs[i], m, rk)) != ELLE_OK) {
             code = cli_lib_error(cmd, "regularizer", rc);
             goto done;
         }
         if ((code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_EPS, eps, "eps")) ||
-            (code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_SEED, (double)c.seed, "seed")) ||
+            (reg_has(rk, ELLE_REGULARIZER_PARAM_SEED) &&
+             (code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_SEED, (double)c.seed,
+                            "seed"))) ||
             (code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_ADAPTIVE, meth.adaptive[i],
                            "method")) ||
             (code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_LAMBDA,
                            lambda >= 0 ? lambda : dl, "lambda")) ||
             (code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_LAMBDA_MAX,
                            lambda_max >= 0 ? lambda_max : dl_max, "lambda-max")) ||
-            (paper && (code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_CLAMP_IMAGE, 0,
-                                     "preset"))))
+            (paper && reg_has(rk, ELLE_REGULARIZER_PARAM_CLAMP_IMAGE) &&
+             (code = set_rp(cmd, regs[i], ELLE_REGULARIZER_PARAM_CLAMP_IMAGE, 0, "preset"))))
             goto done;
         for (int k = 0; k < n_reg_params; k++) {
             char name[64];
@@ -561,7 +611,7 @@ int cmd_train(int argc, char **argv)
             elle_regularizer_param p;
             cli_parse_kv(reg_params[k], name, sizeof name, &v);
             elle_regularizer_param_from_name(name, &p);
-            if ((code = set_rp(cmd, regs[i], p, v, "reg-param")))
+            if (reg_has(rk, p) && (code = set_rp(cmd, regs[i], p, v, "reg-param")))
                 goto done;
         }
         if ((rc = elle_trainer_add_regularizer(t, regs[i])) != ELLE_OK) {
