@@ -267,6 +267,120 @@ int64_t elle__net_num_classes(const elle__net *net)
     return net->values[net->n_values - 1].c;
 }
 
+/*
+ * Gradient slots (net.h, docs/layers.md). A value's gradient is live in the
+ * backward sweep from the backward of its last consumer (the logits': from
+ * the loss, index n_layers) down to the backward of its producer, which
+ * reads it; the input's stays live to the end of the sweep (index -1), for
+ * the caller. Over layer indices that is the inclusive interval [lo, hi];
+ * two values whose intervals are disjoint can share memory. Slots are
+ * handed out in backward order (descending hi), a slot being free for v
+ * once its last occupant's lo is above v's hi; the smallest free slot that
+ * holds v is taken, else the largest free one grows, else a new one opens.
+ * The result depends only on the graph and max_n, so the measure and the
+ * take pass of plan_all agree.
+ */
+typedef struct grad_item {
+    int v, lo, hi;
+    size_t bytes;
+} grad_item;
+
+static int grad_item_cmp(const void *pa, const void *pb)
+{
+    const grad_item *a = pa, *b = pb;
+    if (a->hi != b->hi)
+        return a->hi > b->hi ? -1 : 1;
+    return a->v > b->v ? -1 : a->v < b->v; /* a total order: ties broken by value */
+}
+
+/* slot_of[v] and slot_bytes[0 .. *n_slots): arrays of n_values entries. */
+static void plan_grad_slots(elle__net *net, int64_t max_n, grad_item *items, int *slot_of,
+                            size_t *slot_bytes, int *slot_lo, int *n_slots)
+{
+    elle__backend *be = net->be;
+    int nv = net->n_values;
+    for (int v = 0; v < nv; v++) {
+        elle__tensor t = value_tensor(net, v, NULL, max_n);
+        items[v] = (grad_item){.v = v, .lo = -1, .hi = -1, .bytes = be->ops->tensor_bytes(be, &t)};
+    }
+    for (int i = 0; i < net->n_layers; i++) {
+        const elle__layer *l = &net->layers[i];
+        items[l->out].lo = i;
+        for (int k = 0; k < 2; k++)
+            if (l->in[k] >= 0 && i > items[l->in[k]].hi)
+                items[l->in[k]].hi = i;
+    }
+    items[0].lo = -1;
+    items[nv - 1].hi = net->n_layers; /* the logits: written from the loss */
+    for (int v = 1; v < nv; v++)
+        if (items[v].hi < items[v].lo) /* read by nobody: never written; a slot anyway */
+            items[v].hi = items[v].lo;
+    qsort(items, (size_t)nv, sizeof *items, grad_item_cmp);
+
+    int ns = 0;
+    for (int j = 0; j < nv; j++) {
+        const grad_item *it = &items[j];
+        int fit = -1, big = -1;
+        for (int s = 0; s < ns; s++) {
+            if (slot_lo[s] <= it->hi)
+                continue; /* its occupant is still live */
+            if (slot_bytes[s] >= it->bytes && (fit < 0 || slot_bytes[s] < slot_bytes[fit]))
+                fit = s;
+            if (big < 0 || slot_bytes[s] > slot_bytes[big])
+                big = s;
+        }
+        int s = fit;
+        if (s < 0) { /* nothing free holds it: grow the largest free slot, or open one */
+            s = big >= 0 ? big : ns++;
+            slot_bytes[s] = it->bytes;
+        }
+        slot_lo[s] = it->lo;
+        slot_of[it->v] = s;
+    }
+    *n_slots = ns;
+}
+
+/* Gradient buffers: one per value in tangent mode (the tangent backward reads
+ * every gradient after the sweep) or when net->grad_per_value asks for it;
+ * otherwise the shared slots of plan_grad_slots. */
+static int plan_grads(elle__net *net, elle__arena *a, int64_t max_n)
+{
+    int nv = net->n_values;
+    void *p;
+    if (net->tangents || net->grad_per_value) {
+        for (int v = 0; v < nv; v++) {
+            elle__tensor t = value_tensor(net, v, NULL, max_n);
+            ELLE_TRY(elle__arena_take(a, net->be->ops->tensor_bytes(net->be, &t), &p));
+            net->values[v].grad = p;
+        }
+        return ELLE_OK;
+    }
+    int rc = ELLE_OK, ns = 0;
+    grad_item *items = malloc((size_t)nv * sizeof *items);
+    int *slot_of = malloc((size_t)nv * sizeof *slot_of);
+    int *slot_lo = malloc((size_t)nv * sizeof *slot_lo);
+    size_t *slot_bytes = calloc((size_t)nv, sizeof *slot_bytes);
+    char **slot_base = malloc((size_t)nv * sizeof *slot_base);
+    if (!items || !slot_of || !slot_lo || !slot_bytes || !slot_base) {
+        rc = elle__error_set(ELLE_ENOMEM, "net reserve: out of memory planning gradients");
+        goto cleanup;
+    }
+    plan_grad_slots(net, max_n, items, slot_of, slot_bytes, slot_lo, &ns);
+    for (int s = 0; s < ns; s++) {
+        ELLE_TRY_GOTO(rc, elle__arena_take(a, slot_bytes[s], &p));
+        slot_base[s] = p;
+    }
+    for (int v = 0; v < nv; v++)
+        net->values[v].grad = (float *)slot_base[slot_of[v]];
+cleanup:
+    free(slot_base);
+    free(items);
+    free(slot_of);
+    free(slot_lo);
+    free(slot_bytes);
+    return rc;
+}
+
 /* One planning sweep over the activation arena (measure or take). */
 static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
 {
@@ -280,8 +394,6 @@ static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
         void *p;
         ELLE_TRY(elle__arena_take(a, bytes, &p));
         net->values[v].act = p;
-        ELLE_TRY(elle__arena_take(a, bytes, &p));
-        net->values[v].grad = p;
         net->values[v].tact = net->values[v].tgrad = NULL;
         if (net->tangents) { /* only then: plain training memory is unchanged */
             ELLE_TRY(elle__arena_take(a, bytes, &p));
@@ -290,6 +402,7 @@ static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
             net->values[v].tgrad = p;
         }
     }
+    ELLE_TRY(plan_grads(net, a, max_n));
     for (int i = 0; i < 2; i++) {
         void *p;
         ELLE_TRY(elle__arena_take(a, max_bytes, &p));

@@ -18,6 +18,15 @@
  * activation gradients, per-layer saved statistics and workspaces come from
  * one arena planned by elle__net_reserve(max_batch). No buffer is allocated
  * after that for batches up to max_batch.
+ *
+ * Every activation has its own buffer (the backward reads them). Gradients
+ * share slots planned by liveness (net.c plan_grads, docs/layers.md): value
+ * v's gradient lives from the backward of its last consumer (the logits':
+ * the loss) to the backward of its producer, value 0's to the end of the
+ * sweep, and values with disjoint intervals share memory. So after a
+ * backward only values[0].grad is meaningful. With tangents (the tangent
+ * backward reads every gradient after the sweep) or grad_per_value, each
+ * value keeps a gradient buffer of its own.
  */
 #ifndef ELLE_NN_NET_H
 #define ELLE_NN_NET_H
@@ -66,7 +75,8 @@ typedef struct elle__value {
     int64_t c, h, w; /* per-sample shape */
     int layout;      /* backend layout tag */
     float *act;      /* arena, sized for max_batch */
-    float *grad;     /* arena, same size; NULL when no gradient flows here */
+    float *grad;     /* arena, same size; shared with values whose gradients are never live
+                      * at the same time unless the net has tangents or grad_per_value */
     int grad_written; /* backward bookkeeping: 1 once a gradient was written this sweep */
     int needs_grad;   /* 1 when a gradient must flow into this value */
     /* Tangents (DESIGN §4), only when the net is reserved with tangents:
@@ -161,6 +171,8 @@ struct elle__net {
     float *scratch_grad[2]; /* for accumulating a second gradient into a value */
     float *scratch_tgrad[2]; /* the same for gradient tangents (tangents only) */
     int tangents;   /* sticky: elle__net_reserve also plans the tangent buffers */
+    int grad_per_value; /* sticky: one gradient buffer per value, no shared slots (tests
+                         * compare the planned slots against it); implied by tangents */
     int fwd_training; /* mode of the last forward */
     int64_t last_bwd_n; /* batch of the last backward since that forward (0: none) */
     int bwd_xent;   /* 1 when that backward started from the cross-entropy */

@@ -14,6 +14,9 @@
  * descriptor is built again with `any` activations and the tensors are
  * reordered into the layouts the fast kernel wants.
  */
+#include <stdlib.h>
+
+#include "elle/error.h"
 #include "backend/cpu/dnnl_util.h"
 
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
@@ -60,7 +63,7 @@ static int check_conv(const char *op, const elle__conv_desc *cd, const char *xna
  * output-shaped y. act_any: activations as `any` (oneDNN chooses). */
 static int conv_pd(elle__cpu_impl *impl, int kind, const elle__conv_desc *cd,
                    const elle__tensor *x, const elle__tensor *y, int act_any,
-                   dnnl_primitive_desc_t *out)
+                   dnnl_alg_kind_t alg, dnnl_primitive_desc_t *out)
 {
     *out = NULL;
     dnnl_memory_desc_t src, dst, wei, bias;
@@ -90,7 +93,7 @@ static int conv_pd(elle__cpu_impl *impl, int kind, const elle__conv_desc *cd,
     dnnl_primitive_desc_t hint = NULL;
     int rc = ELLE_OK;
     ELLE__DNNL_TRY(dnnl_convolution_forward_desc_init(&fd, dnnl_forward_training,
-                                                      dnnl_convolution_direct, &src, &wei,
+                                                      alg, &src, &wei,
                                                       with_bias ? &bias : NULL, &dst, strides,
                                                       pad_l, pad_r));
     ELLE_TRY(elle__cpu_attr_create(&attr, 0));
@@ -101,11 +104,11 @@ static int conv_pd(elle__cpu_impl *impl, int kind, const elle__conv_desc *cd,
     ELLE__DNNL_TRY_GOTO(rc, dnnl_primitive_desc_create(&hint, &fd, attr, impl->engine, NULL));
     if (kind == CONV_BWD_DATA)
         ELLE__DNNL_TRY_GOTO(rc, dnnl_convolution_backward_data_desc_init(
-                                    &bdsc, dnnl_convolution_direct, &src, &wei, &dst, strides,
+                                    &bdsc, alg, &src, &wei, &dst, strides,
                                     pad_l, pad_r));
     else
         ELLE__DNNL_TRY_GOTO(rc, dnnl_convolution_backward_weights_desc_init(
-                                    &bdsc, dnnl_convolution_direct, &src, &wei, &bias, &dst,
+                                    &bdsc, alg, &src, &wei, &bias, &dst,
                                     strides, pad_l, pad_r));
     ELLE__DNNL_TRY_GOTO(rc, dnnl_primitive_desc_create(out, &bdsc, attr, impl->engine, hint));
 cleanup:
@@ -115,18 +118,43 @@ cleanup:
     return rc;
 }
 
+/* Winograd is tried for 3x3 stride-1 convolutions unless ELLE_CPU_WINOGRAD=0
+ * in the environment (read once per call: primitive creation is cached). */
+static int winograd_candidate(const elle__conv_desc *cd)
+{
+    if (cd->kh != 3 || cd->kw != 3 || cd->sh != 1 || cd->sw != 1)
+        return 0;
+    const char *env = getenv("ELLE_CPU_WINOGRAD");
+    return !(env && env[0] == '0');
+}
+
 /* The tensors' layouts first; oneDNN's own choice when that only gets the
  * reference kernel (or nothing). */
 static int conv_pick_pd(elle__cpu_impl *impl, int kind, const elle__conv_desc *cd,
                         const elle__tensor *x, const elle__tensor *y, dnnl_primitive_desc_t *out)
 {
     dnnl_primitive_desc_t first = NULL, second = NULL;
-    int rc = conv_pd(impl, kind, cd, x, y, 0, &first);
+    if (winograd_candidate(cd)) {
+        /* Winograd F(4x4, 3x3) where oneDNN has it (AVX-512, blocked
+         * channels): about twice the throughput of the direct kernels for
+         * 3x3 stride-1 layers, at ~1e-6 relative error; anything else falls
+         * through to the direct algorithm */
+        dnnl_primitive_desc_t wino = NULL;
+        if (conv_pd(impl, kind, cd, x, y, 0, dnnl_convolution_winograd, &wino) == ELLE_OK &&
+            !elle__cpu_pd_is_ref(wino)) {
+            *out = wino;
+            return ELLE_OK;
+        }
+        if (wino)
+            dnnl_primitive_desc_destroy(wino);
+        elle_error_clear(); /* the failed attempt is not an error */
+    }
+    int rc = conv_pd(impl, kind, cd, x, y, 0, dnnl_convolution_direct, &first);
     if (rc == ELLE_OK && !elle__cpu_pd_is_ref(first)) {
         *out = first;
         return ELLE_OK;
     }
-    int rc2 = conv_pd(impl, kind, cd, x, y, 1, &second);
+    int rc2 = conv_pd(impl, kind, cd, x, y, 1, dnnl_convolution_direct, &second);
     if (rc2 == ELLE_OK && (rc < 0 || !elle__cpu_pd_is_ref(second))) {
         if (first)
             dnnl_primitive_desc_destroy(first);
