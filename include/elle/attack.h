@@ -1,8 +1,8 @@
 /*
- * libelle — adversarial attacks in the L-inf ball: FGSM, RS-FGSM, N-FGSM and
- * PGD (training PGD-k and evaluation PGD-K-R), AutoAttack (APGD-CE,
- * APGD-DLR, APGD-T, FAB-T, Square and the standard and 'rand' pipelines),
- * and robust accuracy over a dataset.
+ * libelle — adversarial attacks in the L-inf ball: FGSM, RS-FGSM, N-FGSM,
+ * PGD (training PGD-k and evaluation PGD-K-R), GAT's guided attack,
+ * AutoAttack (APGD-CE, APGD-DLR, APGD-T, FAB-T, Square and the standard and
+ * 'rand' pipelines), and robust accuracy over a dataset.
  *
  *     elle_attack *a;
  *     elle_attack_create(&a, model, ELLE_ATTACK_PGD);
@@ -16,7 +16,8 @@
  *
  * The FGSM and PGD kinds ascend the batch-mean cross-entropy CE_mean = (1/n)
  * sum_i CE(f(x_i), y_i) by signed-gradient steps, starting at x (FGSM) or at
- * x plus uniform noise. The AutoAttack kinds follow the AutoAttack reference
+ * x plus uniform noise; GAT's guided attack adds to it the distance between
+ * the softmax outputs at x and at the point. The AutoAttack kinds follow the AutoAttack reference
  * code (fra31/auto-attack, the commit RobustBench pins), including its
  * random-number stream: with SEED = S they draw the numbers
  * torch.manual_seed(S) would. docs/attacks.md gives each definition exactly,
@@ -75,9 +76,14 @@ typedef enum elle_attack_kind {
                                   iterations per target, no random start */
     ELLE_ATTACK_SQUARE = 8,  /**< "square": Square Attack (score-based), `n_queries`
                                   (5000) queries, margin loss */
-    ELLE_ATTACK_AUTOATTACK = 9 /**< "autoattack": `version` standard (apgd-ce, apgd-t,
-                                    fab-t, square) or rand (apgd-ce, apgd-dlr with
-                                    eot_iter 20), each on the points still robust */
+    ELLE_ATTACK_AUTOATTACK = 9, /**< "autoattack": `version` standard (apgd-ce, apgd-t,
+                                     fab-t, square) or rand (apgd-ce, apgd-dlr with
+                                     eot_iter 20), each on the points still robust */
+    ELLE_ATTACK_GAT = 10     /**< "gat": GAT's guided attack (a training attack): start
+                                  x + eps s, s = +-1 per element, one step of alpha (eps)
+                                  on CE_mean + gat_weight * mean_i ||P_i - softmax(f)_i||^2,
+                                  P = softmax(f(x)) a constant; projected onto the eps-ball
+                                  and clamped to [0, 1] */
 } elle_attack_kind;
 
 /**
@@ -98,15 +104,17 @@ typedef enum elle_attack_param {
                                              sample the restart ending at the highest loss
                                              is kept */
     ELLE_ATTACK_PARAM_NOISE_MULT = 5,   /**< "noise_mult": the random start is
-                                             x + U[-k eps, k eps], k = this, 0 .. 64
-                                             (kind: n-fgsm 2, others 1) */
-    ELLE_ATTACK_PARAM_RANDOM_START = 6, /**< "random_start": 0 = start at x, 1 = uniform
-                                             noise start (kind: fgsm 0, others 1) */
+                                             x + U[-k eps, k eps] (gat: x + k eps s,
+                                             s = +-1), k = this, 0 .. 64 (kind: n-fgsm 2,
+                                             others 1) */
+    ELLE_ATTACK_PARAM_RANDOM_START = 6, /**< "random_start": 0 = start at x, 1 = noise
+                                             start (kind: fgsm 0, others 1) */
     ELLE_ATTACK_PARAM_PROJECT = 7,      /**< "project": 1 = project every point onto the
-                                             eps-ball around x (kind: rs-fgsm and pgd 1,
-                                             fgsm and n-fgsm 0) */
+                                             eps-ball around x (kind: rs-fgsm, pgd and gat
+                                             1, fgsm and n-fgsm 0) */
     ELLE_ATTACK_PARAM_CLAMP_IMAGE = 8,  /**< "clamp_image": 1 = clamp every perturbed point
-                                             to [0, 1]; 0 or 1 (0, as the reference CIFAR
+                                             to [0, 1]; 0 or 1 (kind: gat 1, as its
+                                             reference; others 0, as the reference CIFAR
                                              training code; set 1 for evaluation) */
     ELLE_ATTACK_PARAM_EARLY_STOP = 9,   /**< "early_stop": pgd only; 1 = a sample stops
                                              once an iterate misclassifies it, and that
@@ -126,8 +134,11 @@ typedef enum elle_attack_param {
                                              iterate (expectation over transformation),
                                              0 .. 1000; 0 = the version's default: 20 for
                                              autoattack version rand, 1 otherwise (0) */
-    ELLE_ATTACK_PARAM_VERSION = 14      /**< "version": autoattack only; 0 = standard,
+    ELLE_ATTACK_PARAM_VERSION = 14,     /**< "version": autoattack only; 0 = standard,
                                              1 = rand (0) */
+    ELLE_ATTACK_PARAM_GAT_WEIGHT = 15   /**< "gat_weight": gat only; weight of the
+                                             output-distance term in the guided cost,
+                                             0 .. 1e6 (10, the reference's) */
 } elle_attack_param;
 
 /**
@@ -166,7 +177,7 @@ ELLE_API int elle_attack_param_bounds(elle_attack_param param, double *lo, doubl
 /**
  * Parameter by name: "eps", "alpha", "steps", "restarts", "noise_mult",
  * "random_start", "project", "clamp_image", "early_stop", "seed",
- * "n_target_classes", "n_queries", "eot_iter", "version".
+ * "n_target_classes", "n_queries", "eot_iter", "version", "gat_weight".
  * ELLE_EINVAL if unknown. @since v0.1
  */
 ELLE_API int elle_attack_param_from_name(const char *name, elle_attack_param *out);
@@ -176,7 +187,8 @@ ELLE_API const char *elle_attack_param_name(elle_attack_param param);
 
 /**
  * Static name of a kind ("fgsm", "rs-fgsm", "n-fgsm", "pgd", "apgd-ce",
- * "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack"), NULL if unknown.
+ * "apgd-dlr", "apgd-t", "fab-t", "square", "autoattack", "gat"), NULL if
+ * unknown.
  * @since v0.1
  */
 ELLE_API const char *elle_attack_kind_name(elle_attack_kind kind);

@@ -266,7 +266,9 @@ ELLE_API int elle_train_path_from_name(const char *name, elle_train_path *out);
  * every batch x is replaced by attack(x) for the training loss, the model in
  * training mode (the attack's forwards update the BatchNorm running
  * statistics, as the reference). The attack keeps its own parameters and
- * random stream. ELLE_EINVAL when the attack was created on another model;
+ * random stream. The training kinds are FGSM, RS-FGSM, N-FGSM, PGD and
+ * GAT's guided attack (GAT trains with it plus the gat regularizer).
+ * ELLE_EINVAL when the attack was created on another model;
  * ELLE_EUNSUPPORTED for the evaluation-only kinds (APGD, FAB-T, Square,
  * AutoAttack). @since v0.1
  */

@@ -1,6 +1,7 @@
 /*
  * elle_attack: the handle, its parameters and buffers, the host-array entry
- * point, and the building blocks the algorithms (fgsm.c, pgd.c) are made of.
+ * point, and the building blocks the algorithms (fgsm.c, pgd.c,
+ * gat_attack.c) are made of.
  * The AutoAttack kinds (apgd.c, fab.c, square.c, autoattack.c) run on host
  * arrays through elle__aa_model; this file maps the handle's parameters to
  * theirs.
@@ -34,13 +35,14 @@ static const elle__param_spec attack_params[] = {
     {ELLE_ATTACK_PARAM_N_QUERIES, "n_queries", 1, 10000000, 1, 5000},
     {ELLE_ATTACK_PARAM_EOT_ITER, "eot_iter", 0, 1000, 1, 0},
     {ELLE_ATTACK_PARAM_VERSION, "version", 0, 1, 1, 0},
+    {ELLE_ATTACK_PARAM_GAT_WEIGHT, "gat_weight", 0, 1e6, 0, 10},
 };
 #define N_ATTACK_PARAMS (sizeof attack_params / sizeof attack_params[0])
 
-static const char *const kind_names[] = {"fgsm",    "rs-fgsm", "n-fgsm", "pgd",
+static const char *const kind_names[] = {"fgsm",    "rs-fgsm",  "n-fgsm", "pgd",
                                          "apgd-ce", "apgd-dlr", "apgd-t", "fab-t",
-                                         "square",  "autoattack"};
-#define N_KINDS 10
+                                         "square",  "autoattack", "gat"};
+#define N_KINDS 11
 
 /* ---- names ---------------------------------------------------------------------- */
 
@@ -69,7 +71,7 @@ int elle_attack_kind_from_name(const char *name, elle_attack_kind *out)
     }
     ELLE_FAIL(ELLE_EINVAL,
               "elle_attack_kind_from_name: unknown attack '%s' (fgsm, rs-fgsm, n-fgsm, pgd, "
-              "apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack)",
+              "apgd-ce, apgd-dlr, apgd-t, fab-t, square, autoattack, gat)",
               name);
 }
 
@@ -92,7 +94,8 @@ int elle_attack_create(elle_attack **out, elle_model *model, elle_attack_kind ki
     if ((int)kind < 0 || (int)kind >= N_KINDS)
         ELLE_FAIL(ELLE_EINVAL,
                   "elle_attack_create: unknown attack kind %d (0 fgsm, 1 rs-fgsm, 2 n-fgsm, "
-                  "3 pgd, 4 apgd-ce, 5 apgd-dlr, 6 apgd-t, 7 fab-t, 8 square, 9 autoattack)",
+                  "3 pgd, 4 apgd-ce, 5 apgd-dlr, 6 apgd-t, 7 fab-t, 8 square, 9 autoattack, "
+                  "10 gat)",
                   (int)kind);
     elle_attack *a = calloc(1, sizeof *a);
     if (!a)
@@ -124,6 +127,11 @@ int elle_attack_create(elle_attack **out, elle_model *model, elle_attack_kind ki
         break;
     case ELLE_ATTACK_SQUARE:
         break;
+    case ELLE_ATTACK_GAT:
+        /* the reference clamps both the start and the guided point to the
+         * image; the projection is the clean version's (docs/attacks.md) */
+        a->p[ELLE_ATTACK_PARAM_CLAMP_IMAGE] = 1;
+        break;
     }
     *out = a;
     return ELLE_OK;
@@ -132,7 +140,7 @@ int elle_attack_create(elle_attack **out, elle_model *model, elle_attack_kind ki
 static void release_buffers(elle_attack *a)
 {
     elle__backend *be = elle__model_backend(a->model);
-    void *dev[] = {a->x0, a->adv, a->grad, a->best, a->coef, a->loss, a->labels};
+    void *dev[] = {a->x0, a->adv, a->grad, a->best, a->coef, a->loss, a->dlogits, a->labels};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         if (dev[i])
             be->ops->free(be, dev[i]);
@@ -140,12 +148,14 @@ static void release_buffers(elle_attack *a)
     free(a->h_best_loss);
     free(a->h_coef);
     free(a->h_logits);
+    free(a->h_prob);
     free(a->h_labels);
     free(a->h_fooled);
     free(a->h_mask);
-    a->x0 = a->adv = a->grad = a->best = a->coef = a->loss = NULL;
+    a->x0 = a->adv = a->grad = a->best = a->coef = a->loss = a->dlogits = NULL;
     a->labels = NULL;
     a->h_loss = a->h_best_loss = a->h_coef = a->h_logits = NULL;
+    a->h_prob = NULL;
     a->h_labels = NULL;
     a->h_fooled = a->h_mask = NULL;
     a->cap = 0;
@@ -312,7 +322,8 @@ int elle__attack_prepare(elle_attack *a, int64_t n, const char *fn)
     const size_t vec = (size_t)max_batch * sizeof(float);
     size_t total = 0;
     int rc = ELLE_OK;
-    void *p[7] = {NULL};
+    const size_t logit_bytes = (size_t)max_batch * (size_t)classes * sizeof(float);
+    void *p[8] = {NULL};
     ELLE_TRY_GOTO(rc, alloc_dev(be, images, &p[0], &total));
     ELLE_TRY_GOTO(rc, alloc_dev(be, images, &p[1], &total));
     ELLE_TRY_GOTO(rc, alloc_dev(be, images, &p[2], &total));
@@ -320,6 +331,7 @@ int elle__attack_prepare(elle_attack *a, int64_t n, const char *fn)
     ELLE_TRY_GOTO(rc, alloc_dev(be, vec, &p[4], &total));
     ELLE_TRY_GOTO(rc, alloc_dev(be, vec, &p[5], &total));
     ELLE_TRY_GOTO(rc, alloc_dev(be, (size_t)max_batch * sizeof(int32_t), &p[6], &total));
+    ELLE_TRY_GOTO(rc, alloc_dev(be, logit_bytes, &p[7], &total));
     a->x0 = p[0];
     a->adv = p[1];
     a->grad = p[2];
@@ -327,17 +339,19 @@ int elle__attack_prepare(elle_attack *a, int64_t n, const char *fn)
     a->coef = p[4];
     a->loss = p[5];
     a->labels = p[6];
-    for (int i = 0; i < 7; i++)
+    a->dlogits = p[7];
+    for (int i = 0; i < 8; i++)
         p[i] = NULL;
     a->h_loss = alloc_host(vec, &total);
     a->h_best_loss = alloc_host(vec, &total);
     a->h_coef = alloc_host(vec, &total);
-    a->h_logits = alloc_host((size_t)max_batch * (size_t)classes * sizeof(float), &total);
+    a->h_logits = alloc_host(logit_bytes, &total);
+    a->h_prob = alloc_host(2 * (size_t)max_batch * (size_t)classes * sizeof(double), &total);
     a->h_labels = alloc_host((size_t)max_batch * sizeof(int32_t), &total);
     a->h_fooled = alloc_host((size_t)max_batch, &total);
     a->h_mask = alloc_host((size_t)max_batch, &total);
-    if (!a->h_loss || !a->h_best_loss || !a->h_coef || !a->h_logits || !a->h_labels ||
-        !a->h_fooled || !a->h_mask) {
+    if (!a->h_loss || !a->h_best_loss || !a->h_coef || !a->h_logits || !a->h_prob ||
+        !a->h_labels || !a->h_fooled || !a->h_mask) {
         rc = elle__error_set(ELLE_ENOMEM, "%s: out of memory for the attack's host buffers", fn);
         goto cleanup;
     }
@@ -347,7 +361,7 @@ int elle__attack_prepare(elle_attack *a, int64_t n, const char *fn)
     a->bytes = total;
 cleanup:
     if (rc < 0) {
-        for (int i = 0; i < 7; i++)
+        for (int i = 0; i < 8; i++)
             if (p[i])
                 be->ops->free(be, p[i]);
         release_buffers(a);
@@ -360,7 +374,7 @@ cleanup:
 
 /* Project cur onto the eps-ball around x0 and/or clamp it to [0, 1], as the
  * parameters say: the treatment every perturbed point receives. */
-static int constrain(elle_attack *a, int64_t n, float *cur)
+int elle__attack_constrain(elle_attack *a, int64_t n, float *cur)
 {
     elle__backend *be = elle__model_backend(a->model);
     const int clamp = a->p[ELLE_ATTACK_PARAM_CLAMP_IMAGE] != 0;
@@ -386,7 +400,7 @@ int elle__attack_start(elle_attack *a, int64_t n, float *cur)
                               a->grad));
     a->counter += elle__rng_blocks(count);
     ELLE_TRY(be->ops->axpy(be, count, 1.0f, a->grad, cur));
-    return constrain(a, n, cur);
+    return elle__attack_constrain(a, n, cur);
 }
 
 int elle__attack_forward(elle_attack *a, const int32_t *y, int64_t n, const float *cur,
@@ -404,7 +418,7 @@ int elle__attack_ascend(elle_attack *a, int64_t n, float alpha, float *cur)
     ELLE_TRY(elle__model_backward_dev(a->model, n, a->coef, 0, a->grad));
     ELLE_TRY(be->ops->sign(be, count, a->grad, a->grad));
     ELLE_TRY(be->ops->axpy(be, count, alpha, a->grad, cur));
-    return constrain(a, n, cur);
+    return elle__attack_constrain(a, n, cur);
 }
 
 int elle__attack_misclassified(elle_attack *a, int64_t n, unsigned char *mis)
@@ -582,6 +596,8 @@ int elle__attack_run(elle_attack *a, const int32_t *y, int64_t n, float *x_adv,
     ELLE_TRY(be->ops->fill(be, n, 1.0f / (float)n, a->coef));
     if (a->kind == ELLE_ATTACK_PGD)
         return elle__attack_pgd_run(a, y, n, x_adv, fooled);
+    if (a->kind == ELLE_ATTACK_GAT)
+        return elle__attack_gat_run(a, y, n, x_adv, fooled);
     return elle__attack_fgsm_run(a, y, n, x_adv, fooled);
 }
 

@@ -17,7 +17,7 @@
 #include "backend/backend.h"
 #include "elle/attack.h"
 
-#define ELLE__ATTACK_PARAM_SLOTS 15 /* parameter values by enum id (1 .. 14) */
+#define ELLE__ATTACK_PARAM_SLOTS 16 /* parameter values by enum id (1 .. 15) */
 
 /* One stage of the last elle_attack_evaluate (elle_attack_stage_result). */
 typedef struct elle__attack_stage {
@@ -44,12 +44,14 @@ struct elle_attack {
     float *best;     /* (cap, numel) per-sample kept point (restarts, early stop) */
     float *coef;     /* (cap) d objective / d loss_i: 1/n, 0 for a stopped sample */
     float *loss;     /* (cap) per-sample losses of a selection forward */
+    float *dlogits;  /* (cap, classes) d objective / d logits (gat) */
     int32_t *labels; /* (cap) labels of the host-array entry points */
     /* host memory: */
     float *h_loss;      /* (cap) */
     float *h_best_loss; /* (cap) */
     float *h_coef;      /* (cap) */
     float *h_logits;    /* (cap, classes) */
+    double *h_prob;     /* (cap, 2 classes) gat: P = softmax(f(x)), then Q at the point */
     int32_t *h_labels;  /* (cap) */
     unsigned char *h_fooled; /* (cap) 1 once a checked point misclassified the sample */
     unsigned char *h_mask;   /* (cap) scratch: rows to copy */
@@ -119,6 +121,10 @@ int elle__attack_start(elle_attack *a, int64_t n, float *cur);
 int elle__attack_forward(elle_attack *a, const int32_t *y, int64_t n, const float *cur,
                          int want_loss);
 
+/* Project cur onto the eps-ball around a->x0 when PROJECT and clamp it to
+ * [0, 1] when CLAMP_IMAGE: what every perturbed point goes through. */
+int elle__attack_constrain(elle_attack *a, int64_t n, float *cur);
+
 /* After elle__attack_forward: the gradient of sum_i coef_i loss_i (a->coef;
  * 1/n = CE_mean) with respect to the input, without parameter gradients;
  * then cur += alpha * sign(gradient), projected / clamped as the
@@ -140,5 +146,19 @@ int elle__attack_fgsm_run(elle_attack *a, const int32_t *y, int64_t n, float *x_
                           unsigned char *fooled);
 int elle__attack_pgd_run(elle_attack *a, const int32_t *y, int64_t n, float *x_adv,
                          unsigned char *fooled);
+int elle__attack_gat_run(elle_attack *a, const int32_t *y, int64_t n, float *x_adv,
+                         unsigned char *fooled);
+
+/* GAT's two stages (gat_attack.c), exposed for the tests. gat_clean: the
+ * labels y (backend memory) to a->h_labels, one forward of a->x0 and
+ * P = softmax of its logits into a->h_prob (rows of `classes`). gat_cost,
+ * after gat_clean on the same batch: one forward of cur, the guided cost
+ * CE_mean + gat_weight (1/n) sum_i ||P_i - Q_i||^2 into *cost (may be
+ * NULL), Q = softmax(f(cur)) into the second half of a->h_prob, and its
+ * input gradient (P a constant, no parameter gradient) into a->grad.
+ * ELLE_ENUMERIC for non-finite logits. */
+int elle__attack_gat_clean(elle_attack *a, const int32_t *y, int64_t n);
+int elle__attack_gat_cost(elle_attack *a, const int32_t *y, int64_t n, const float *cur,
+                          double *cost);
 
 #endif /* ELLE_ATTACKS_ATTACK_INTERNAL_H */

@@ -11,9 +11,9 @@
  * CE_mean(f(x_adv)) + 10 R, which is what the trainer composes: the training
  * loss at the attack's points plus this regularizer; GAT + ELLE adds an ELLE
  * regularizer next to it. The guided attack itself (x + eps s, s = +-1,
- * one sign step on CE_mean + 10 R, projected and clamped) is an attack and
- * belongs to lib/attacks (docs/regularizers.md: what differs from the
- * reference, and what is not built yet).
+ * one sign step on CE_mean + 10 R, projected and clamped) is an attack:
+ * ELLE_ATTACK_GAT, lib/attacks/gat_attack.c (docs/regularizers.md: what
+ * differs from the reference).
  *
  * Unlike the input-gradient kinds this needs no tangent pass, but two
  * forwards whose gradients both reach the parameters: dR/dQ = -(2/B)(P - Q)

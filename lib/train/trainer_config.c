@@ -209,10 +209,12 @@ int elle_trainer_set_attack(elle_trainer *t, elle_attack *attack)
         ELLE_FAIL(ELLE_EINVAL, "elle_trainer_set_attack: the %s attack was created on another "
                                "model than the trainer's",
                   elle_attack_kind_name((elle_attack_kind)elle_attack_get_kind(attack)));
-    if (attack && elle_attack_get_kind(attack) > ELLE_ATTACK_PGD)
+    /* the AutoAttack family (4 .. 9) runs on host arrays only */
+    if (attack && elle_attack_get_kind(attack) > ELLE_ATTACK_PGD &&
+        elle_attack_get_kind(attack) != ELLE_ATTACK_GAT)
         ELLE_FAIL(ELLE_EUNSUPPORTED, "elle_trainer_set_attack: '%s' is an evaluation attack "
                                      "(AutoAttack family); training attacks are fgsm, rs-fgsm, "
-                                     "n-fgsm and pgd",
+                                     "n-fgsm, pgd and gat",
                   elle_attack_kind_name((elle_attack_kind)elle_attack_get_kind(attack)));
     t->attack = attack;
     return ELLE_OK;

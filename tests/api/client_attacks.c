@@ -92,7 +92,7 @@ static void test_values_pinned(void **state)
         assert_ok(elle_attack_kind_from_name(kinds[i], &k));
         assert_int_equal(k, 4 + i);
     }
-    assert_null(elle_attack_kind_name((elle_attack_kind)10));
+    assert_null(elle_attack_kind_name((elle_attack_kind)11));
     elle_attack_kind k;
     assert_status(elle_attack_kind_from_name("auto-attack", &k), ELLE_EINVAL);
     static const char *const params[] = {"n_target_classes", "n_queries", "eot_iter", "version"};
@@ -102,9 +102,9 @@ static void test_values_pinned(void **state)
         assert_int_equal(p, 11 + i);
         assert_string_equal(elle_attack_param_name(p), params[i]);
     }
-    assert_null(elle_attack_param_name((elle_attack_param)15));
+    assert_null(elle_attack_param_name((elle_attack_param)16));
     double lo, hi;
-    assert_status(elle_attack_param_bounds((elle_attack_param)15, &lo, &hi), ELLE_EINVAL);
+    assert_status(elle_attack_param_bounds((elle_attack_param)16, &lo, &hi), ELLE_EINVAL);
     assert_ok(elle_attack_param_bounds(ELLE_ATTACK_PARAM_VERSION, &lo, &hi));
     assert_true(lo == 0 && hi == 1);
 }
@@ -114,7 +114,7 @@ static void test_defaults_and_params(void **state)
     fixture *f = *state;
     elle_attack *a = NULL;
     double v;
-    assert_status(elle_attack_create(&a, f->model, (elle_attack_kind)10), ELLE_EINVAL);
+    assert_status(elle_attack_create(&a, f->model, (elle_attack_kind)11), ELLE_EINVAL);
     assert_null(a);
     for (int kind = 4; kind <= 9; kind++) {
         assert_ok(elle_attack_create(&a, f->model, (elle_attack_kind)kind));

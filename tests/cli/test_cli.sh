@@ -47,6 +47,7 @@ expect 2 "--method wants" -- "$elle" train --method bogus
 expect 2 "--method wants" -- "$elle" train --method pgd-x
 expect 2 "--method wants" -- "$elle" train --method elle+fgsm
 expect 2 "--method wants" -- "$elle" train --method pgd-10-2
+expect 2 "--method wants" -- "$elle" train --method gat+bogus
 expect 2 "--eps wants" -- "$elle" train --method fgsm --eps 2
 expect 2 "--eps wants" -- "$elle" train --method fgsm --eps 8/0
 expect 2 "--alpha wants" -- "$elle" train --method fgsm --alpha 0
@@ -66,6 +67,7 @@ expect 0 "--method NAME" -- "$elle" train --help
 expect 2 "--attack wants" -- "$elle" eval --weights x --attack pgd
 expect 2 "--attack wants" -- "$elle" eval --weights x --attack pgd-0
 expect 2 "--attack wants" -- "$elle" eval --weights x --attack rs-fgsm
+expect 2 "--attack wants" -- "$elle" eval --weights x --attack gat
 expect 2 "--eps wants" -- "$elle" eval --weights x --attack pgd-20 --eps 1.5
 expect 2 "needs --attack" -- "$elle" eval --weights x --alpha 0.01
 expect 2 "unknown attack parameter" -- "$elle" eval --weights x --attack pgd-20 --attack-param k=1
@@ -140,6 +142,20 @@ grep -q '"clean_train_acc"' "$tmp/paper/summary.json" ||
     { echo "FAIL: --preset paper summary lacks clean_train_acc"; fail=1; }
 grep -q '"preset": "paper"' "$tmp/paper/summary.json" ||
     { echo "FAIL: summary.json lacks the preset"; fail=1; }
+# GAT: its guided attack + its output-distance term; gat+elle adds ELLE
+expect 0 "method gat," -- "$elle" train --dataset mnist --data "$tmp/data" --method gat \
+    --epochs 1 --train-n 256 --batch 32 --val-size 32 --pgd-test-n 20 --out "$tmp/gat" --threads 1
+head -n 1 "$tmp/gat/log.jsonl" | grep -o '"attack": {[^}]*}' >"$tmp/config"
+for key in '"kind": "gat", "eps"' '"clamp_image": 1' '"project": 1' '"gat_weight": 10'; do
+    grep -q "$key" "$tmp/config" || { echo "FAIL: --method gat attack config lacks $key"; fail=1; }
+done
+grep -q '"kind": "gat", "lambda": 10' "$tmp/gat/log.jsonl" ||
+    { echo "FAIL: --method gat lacks the gat term"; fail=1; }
+expect 0 "method gat+elle," -- "$elle" train --dataset mnist --data "$tmp/data" \
+    --method gat+elle --epochs 1 --train-n 128 --batch 32 --val-size 32 --pgd-test-n 0 \
+    --out "$tmp/gat-elle" --threads 1
+grep -q '"kind": "elle"' "$tmp/gat-elle/log.jsonl" && grep -q '"kind": "gat", "eps"' "$tmp/gat-elle/log.jsonl" ||
+    { echo "FAIL: --method gat+elle lacks the gat attack or the elle term"; fail=1; }
 # a value the regularizer refuses is a usage error too
 expect 2 "points" -- "$elle" train --dataset mnist --data "$tmp/data" --method elle \
     --reg-param points=4 --val-size 0 --out "$tmp/o" --threads 1

@@ -338,7 +338,7 @@ static void test_names_and_params(void **state)
     elle_attack_kind kind;
     assert_elle_ok(elle_attack_kind_from_name("n_fgsm", &kind));
     assert_int_equal(kind, ELLE_ATTACK_N_FGSM);
-    assert_null(elle_attack_kind_name((elle_attack_kind)10));
+    assert_null(elle_attack_kind_name((elle_attack_kind)11));
     assert_null(elle_attack_kind_name((elle_attack_kind)-1));
     assert_elle_status(elle_attack_kind_from_name("pgd-10", &kind), ELLE_EINVAL);
     assert_elle_status(elle_attack_kind_from_name(NULL, &kind), ELLE_EINVAL);
@@ -362,7 +362,7 @@ static void test_names_and_params(void **state)
     assert_true(lo == 0 && hi == 1);
     elle_attack_param param;
     assert_null(elle_attack_param_name((elle_attack_param)0));
-    assert_null(elle_attack_param_name((elle_attack_param)15));
+    assert_null(elle_attack_param_name((elle_attack_param)16));
     assert_elle_status(elle_attack_param_from_name("epsilon", &param), ELLE_EINVAL);
     assert_elle_status(elle_attack_param_bounds((elle_attack_param)99, &lo, &hi), ELLE_EINVAL);
 
@@ -427,7 +427,7 @@ static void test_names_and_params(void **state)
 
     /* creation */
     elle_attack *b = (elle_attack *)&v;
-    assert_elle_status(elle_attack_create(&b, m, (elle_attack_kind)10), ELLE_EINVAL);
+    assert_elle_status(elle_attack_create(&b, m, (elle_attack_kind)11), ELLE_EINVAL);
     assert_ptr_equal(b, (elle_attack *)&v); /* *out untouched on failure */
     assert_elle_status(elle_attack_create(&b, NULL, ELLE_ATTACK_FGSM), ELLE_EINVAL);
     assert_elle_status(elle_attack_create(NULL, m, ELLE_ATTACK_FGSM), ELLE_EINVAL);

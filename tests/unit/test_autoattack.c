@@ -551,7 +551,7 @@ static void test_names_and_params(void **state)
     assert_int_equal(k, ELLE_ATTACK_RS_FGSM);
     assert_elle_status(elle_attack_kind_from_name("apgd", &k), ELLE_EINVAL);
     assert_elle_status(elle_attack_kind_from_name("apgd-ce-", &k), ELLE_EINVAL);
-    assert_null(elle_attack_kind_name((elle_attack_kind)10));
+    assert_null(elle_attack_kind_name((elle_attack_kind)11));
     static const struct {
         const char *name;
         elle_attack_param p;

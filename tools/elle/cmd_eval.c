@@ -136,7 +136,7 @@ int cmd_eval(int argc, char **argv)
                 with_attack = 0;
             } else if (cli_parse_attack(v, &kind, &steps, &restarts) == 0 &&
                        (kind == ELLE_ATTACK_PGD || kind == ELLE_ATTACK_FGSM ||
-                        kind >= ELLE_ATTACK_APGD_CE) &&
+                        (kind >= ELLE_ATTACK_APGD_CE && kind <= ELLE_ATTACK_AUTOATTACK)) &&
                        strcmp(v, "pgd") != 0) {
                 with_attack = 1;
             } else {

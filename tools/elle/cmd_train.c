@@ -8,9 +8,8 @@
  * --method composes one training attack and any regularizers (docs/cli.md):
  * "plain", an attack ("fgsm", "rs-fgsm", "n-fgsm", "pgd-K"), and "+elle" /
  * "+elle-a" / "+gradalign" / "+llr" / "+cure" / "+gat" terms; a regularizer
- * alone means FGSM plus that regularizer, as in the reference scripts
- * (except gat, whose guided attack is not built: it needs an explicit
- * attack).
+ * alone means FGSM plus that regularizer, as in the reference scripts,
+ * except that "gat" (and "gat+elle", ...) brings GAT's own guided attack.
  *
  * Writes into --out DIR: model.safetensors (final), best.safetensors (best
  * validation accuracy — PGD when the monitor runs; with --val-size > 0),
@@ -44,9 +43,10 @@ typedef struct method {
                                       reference scripts) or a constant one */
 } method;
 
-/* "plain" | ATTACK ["+" REG]... | REG ["+" REG]... (FGSM implied) | "plain+" REG...
+/* "plain" | ATTACK ["+" REG]... | REG ["+" REG]... (attack implied) | "plain+" REG...
  * ATTACK: fgsm, rs-fgsm, n-fgsm, pgd-K; REG: elle, elle-a, gradalign, llr,
- * cure, gat. 0 ok, -1 bad, -2 gat without an explicit attack. */
+ * cure, gat. The implied attack is GAT's guided attack when gat is among
+ * the terms, FGSM otherwise. 0 ok, -1 bad. */
 static int parse_method(const char *s, method *m)
 {
     char buf[128];
@@ -90,14 +90,15 @@ static int parse_method(const char *s, method *m)
         }
     }
     /* "elle", "elle-a", "gradalign", "llr", "cure": FGSM + the regularizer
-     * (the paper's methods and the reference scripts' baselines). GAT
-     * trains on its own guided attack, which is not built: no FGSM stand-in */
+     * (the paper's methods and the reference scripts' baselines). "gat":
+     * GAT = its guided attack + its output-distance term; "gat+elle" adds
+     * ELLE, the reference's GAT + ELLE */
     if (!m->has_attack && !explicit_plain && m->n_regs > 0) {
-        for (int i = 0; i < m->n_regs; i++)
-            if (m->reg[i] == ELLE_REGULARIZER_GAT)
-                return -2;
         m->has_attack = 1;
         m->kind = ELLE_ATTACK_FGSM;
+        for (int i = 0; i < m->n_regs; i++)
+            if (m->reg[i] == ELLE_REGULARIZER_GAT)
+                m->kind = ELLE_ATTACK_GAT;
     }
     return 0;
 }
@@ -112,12 +113,12 @@ static void help(void)
            "  --method NAME         plain (default), fgsm, rs-fgsm, n-fgsm, pgd-K (e.g. pgd-10),\n"
            "                        elle, elle-a, gradalign, llr, cure (FGSM + the regularizer;\n"
            "                        llr and cure with ELLE-A's adaptive lambda, as their\n"
-           "                        reference scripts), or a composition ATTACK+REG..., e.g.\n"
-           "                        n-fgsm+elle-a, pgd-10+elle, fgsm+gat+elle (gat: GAT's\n"
-           "                        output-distance term, with an explicit attack)\n"
+           "                        reference scripts), gat, gat+elle (GAT's guided attack +\n"
+           "                        its output-distance term [+ ELLE]), or a composition\n"
+           "                        ATTACK+REG..., e.g. n-fgsm+elle-a, pgd-10+elle, fgsm+gat\n"
            "  --eps X               L-inf radius in [0, 1] of the attack, the regularizers and\n"
            "                        the PGD-20 monitor (default 8/255); fractions accepted\n"
-           "  --alpha X             attack step (default: the kind's: fgsm, n-fgsm eps;\n"
+           "  --alpha X             attack step (default: the kind's: fgsm, n-fgsm, gat eps;\n"
            "                        rs-fgsm 1.25 eps; pgd-K eps/4)\n"
            "  --lambda X            strength of the constant-lambda terms (default by eps:\n"
            "                        elle 1000 up to 8/255, 5000 up to 20/255, 10000 above;\n"
@@ -335,15 +336,11 @@ int cmd_train(int argc, char **argv)
         } else if (strcmp(a.name, "no-progress") == 0) {
             progress = 0;
         } else if (strcmp(a.name, "method") == 0) {
-            int pm = parse_method(v, &meth);
-            if (pm == -2)
-                return cli_usage_error(cmd, "--method '%s': gat needs an explicit attack "
-                                            "(e.g. fgsm+gat): GAT's guided attack is not built",
-                                       v);
-            if (pm)
+            if (parse_method(v, &meth))
                 return cli_usage_error(cmd, "--method wants plain, fgsm, rs-fgsm, n-fgsm, pgd-K, "
-                                            "elle, elle-a, gradalign, llr, cure or ATTACK+REG "
-                                            "(e.g. n-fgsm+elle-a, fgsm+gat), got '%s'", v);
+                                            "elle, elle-a, gradalign, llr, cure, gat, gat+elle or "
+                                            "ATTACK+REG (e.g. n-fgsm+elle-a, fgsm+gat), got '%s'",
+                                       v);
         } else if (strcmp(a.name, "preset") == 0) {
             if (strcmp(v, "paper") != 0)
                 return cli_usage_error(cmd, "--preset wants paper, got '%s'", v);
@@ -571,7 +568,9 @@ int cmd_train(int argc, char **argv)
             (meth.kind == ELLE_ATTACK_PGD &&
              (rc = elle_attack_set_param(attack, ELLE_ATTACK_PARAM_STEPS, (double)meth.steps))) ||
             (alpha > 0 && (rc = elle_attack_set_param(attack, ELLE_ATTACK_PARAM_ALPHA, alpha))) ||
-            (paper && (rc = elle_attack_set_param(attack, ELLE_ATTACK_PARAM_CLAMP_IMAGE, 0)))) {
+            /* the reference's GAT attack clamps to the image; its other attacks do not */
+            (paper && meth.kind != ELLE_ATTACK_GAT &&
+             (rc = elle_attack_set_param(attack, ELLE_ATTACK_PARAM_CLAMP_IMAGE, 0)))) {
             code = cli_lib_error(cmd, "attack", rc);
             goto done;
         }
