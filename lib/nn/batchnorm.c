@@ -132,6 +132,8 @@ static int bn_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle__
 
 static const elle__layer_ops bn_ops = {
     .kind = "batchnorm",
+    /* backward reads x (statistics' gradient) and y (the fused ReLU's mask, cpu) */
+    .bwd_reads = ELLE__READS_IN0 | ELLE__READS_OUT,
     .infer = bn_infer,
     .plan = bn_plan,
     .forward = bn_forward,

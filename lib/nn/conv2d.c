@@ -93,6 +93,8 @@ static int conv_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle
 
 static const elle__layer_ops conv2d_ops = {
     .kind = "conv2d",
+    /* backward reads: x for the weight gradient; dx needs only W */
+    .bwd_reads = ELLE__READS_IN0,
     .infer = conv_infer,
     .forward = conv_forward,
     .backward = conv_backward,

@@ -69,6 +69,8 @@ static int relu_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle
 
 static const elle__layer_ops relu_ops = {
     .kind = "relu",
+    /* backward reads: the mask y > 0 */
+    .bwd_reads = ELLE__READS_OUT,
     .infer = same_shape_infer,
     .forward = relu_forward,
     .backward = relu_backward,
@@ -130,6 +132,8 @@ static int add_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle_
 
 static const elle__layer_ops add_ops = {
     .kind = "add",
+    /* backward reads: dx = dy for both inputs */
+    .bwd_reads = 0,
     .infer = same_shape_infer,
     .forward = add_forward,
     .backward = add_backward,

@@ -76,6 +76,8 @@ static int linear_tangent_backward(elle__net *net, elle__layer *l, int64_t n,
 
 static const elle__layer_ops linear_ops = {
     .kind = "linear",
+    /* backward reads: x for the weight gradient; dx needs only W */
+    .bwd_reads = ELLE__READS_IN0,
     .infer = linear_infer,
     .forward = linear_forward,
     .backward = linear_backward,

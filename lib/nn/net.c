@@ -293,6 +293,36 @@ static int grad_item_cmp(const void *pa, const void *pb)
     return a->v > b->v ? -1 : a->v < b->v; /* a total order: ties broken by value */
 }
 
+/* Hand out slots to items[0 .. count) (modified: sorted), as described above:
+ * slot_of[item.v], slot_bytes[0 .. *n_slots) and slot_lo (scratch) have room
+ * for count entries (slot_of: for every item's v). */
+static void assign_slots(grad_item *items, int count, int *slot_of, size_t *slot_bytes,
+                         int *slot_lo, int *n_slots)
+{
+    qsort(items, (size_t)count, sizeof *items, grad_item_cmp);
+    int ns = 0;
+    for (int j = 0; j < count; j++) {
+        const grad_item *it = &items[j];
+        int fit = -1, big = -1;
+        for (int s = 0; s < ns; s++) {
+            if (slot_lo[s] <= it->hi)
+                continue; /* its occupant is still live */
+            if (slot_bytes[s] >= it->bytes && (fit < 0 || slot_bytes[s] < slot_bytes[fit]))
+                fit = s;
+            if (big < 0 || slot_bytes[s] > slot_bytes[big])
+                big = s;
+        }
+        int s = fit;
+        if (s < 0) { /* nothing free holds it: grow the largest free slot, or open one */
+            s = big >= 0 ? big : ns++;
+            slot_bytes[s] = it->bytes;
+        }
+        slot_lo[s] = it->lo;
+        slot_of[it->v] = s;
+    }
+    *n_slots = ns;
+}
+
 /* slot_of[v] and slot_bytes[0 .. *n_slots): arrays of n_values entries. */
 static void plan_grad_slots(elle__net *net, int64_t max_n, grad_item *items, int *slot_of,
                             size_t *slot_bytes, int *slot_lo, int *n_slots)
@@ -315,29 +345,7 @@ static void plan_grad_slots(elle__net *net, int64_t max_n, grad_item *items, int
     for (int v = 1; v < nv; v++)
         if (items[v].hi < items[v].lo) /* read by nobody: never written; a slot anyway */
             items[v].hi = items[v].lo;
-    qsort(items, (size_t)nv, sizeof *items, grad_item_cmp);
-
-    int ns = 0;
-    for (int j = 0; j < nv; j++) {
-        const grad_item *it = &items[j];
-        int fit = -1, big = -1;
-        for (int s = 0; s < ns; s++) {
-            if (slot_lo[s] <= it->hi)
-                continue; /* its occupant is still live */
-            if (slot_bytes[s] >= it->bytes && (fit < 0 || slot_bytes[s] < slot_bytes[fit]))
-                fit = s;
-            if (big < 0 || slot_bytes[s] > slot_bytes[big])
-                big = s;
-        }
-        int s = fit;
-        if (s < 0) { /* nothing free holds it: grow the largest free slot, or open one */
-            s = big >= 0 ? big : ns++;
-            slot_bytes[s] = it->bytes;
-        }
-        slot_lo[s] = it->lo;
-        slot_of[it->v] = s;
-    }
-    *n_slots = ns;
+    assign_slots(items, nv, slot_of, slot_bytes, slot_lo, n_slots);
 }
 
 /* Gradient buffers: one per value in tangent mode (the tangent backward reads
@@ -381,6 +389,100 @@ cleanup:
     return rc;
 }
 
+/*
+ * Activation slots (net.h, docs/layers.md). An activation some backward
+ * reads (ops->bwd_reads of its producer or of a consumer), the input and
+ * the logits (the caller's, and the loss's) keep a buffer of their own. The
+ * others are transient: live in the forward from their producer to their
+ * last consumer, layer indices [lo, hi] inclusive (a layer's inputs and
+ * output are live at once), and share slots with transient values whose
+ * intervals are disjoint. assign_slots plans by descending hi, so the
+ * forward interval goes in negated: [-hi, -lo] (producer order, a slot free
+ * once its occupant's last consumer precedes the producer). The two
+ * backward scratch gradients (max_bytes each, used only in the backward
+ * sweep, where no transient activation is read) join as two values live
+ * together after the last layer, so they reuse transient slots. With
+ * tangents (the tangent passes read every activation after the backward) or
+ * grad_per_value, every activation and scratch keeps a buffer of its own.
+ */
+static int plan_acts(elle__net *net, elle__arena *a, int64_t max_n, size_t max_bytes)
+{
+    elle__backend *be = net->be;
+    int nv = net->n_values, rc = ELLE_OK, ns = 0, count = 0;
+    void *p;
+    int shared = !net->tangents && !net->grad_per_value;
+    int *lo = malloc((size_t)nv * sizeof *lo);
+    int *hi = malloc((size_t)nv * sizeof *hi);
+    unsigned char *keep = calloc((size_t)nv, 1);
+    grad_item *items = malloc((size_t)(nv + 2) * sizeof *items);
+    int *slot_of = malloc((size_t)(nv + 2) * sizeof *slot_of);
+    int *slot_lo = malloc((size_t)(nv + 2) * sizeof *slot_lo);
+    size_t *slot_bytes = calloc((size_t)(nv + 2), sizeof *slot_bytes);
+    char **slot_base = malloc((size_t)(nv + 2) * sizeof *slot_base);
+    if (!lo || !hi || !keep || !items || !slot_of || !slot_lo || !slot_bytes || !slot_base) {
+        rc = elle__error_set(ELLE_ENOMEM, "net reserve: out of memory planning activations");
+        goto cleanup;
+    }
+    for (int v = 0; v < nv; v++)
+        lo[v] = hi[v] = -1;
+    keep[0] = keep[nv - 1] = 1;
+    for (int i = 0; i < net->n_layers; i++) {
+        const elle__layer *l = &net->layers[i];
+        int reads = l->ops->bwd_reads;
+        lo[l->out] = hi[l->out] = i; /* read by nobody: live while written */
+        for (int k = 0; k < 2; k++)
+            if (l->in[k] >= 0) {
+                hi[l->in[k]] = i; /* layers in order: the last consumer wins */
+                if (reads & (k == 0 ? ELLE__READS_IN0 : ELLE__READS_IN1))
+                    keep[l->in[k]] = 1;
+            }
+        if (reads & ELLE__READS_OUT)
+            keep[l->out] = 1;
+    }
+    for (int v = 0; v < nv; v++) {
+        elle__tensor t = value_tensor(net, v, NULL, max_n);
+        size_t bytes = be->ops->tensor_bytes(be, &t);
+        if (shared && !keep[v]) {
+            items[count++] = (grad_item){.v = v, .lo = -hi[v], .hi = -lo[v], .bytes = bytes};
+            continue;
+        }
+        ELLE_TRY_GOTO(rc, elle__arena_take(a, bytes, &p));
+        net->values[v].act = p;
+    }
+    for (int k = 0; k < 2; k++) {
+        if (!shared) {
+            ELLE_TRY_GOTO(rc, elle__arena_take(a, max_bytes, &p));
+            net->scratch_grad[k] = p;
+            continue;
+        }
+        int after = net->n_layers;
+        items[count++] = (grad_item){.v = nv + k, .lo = -after, .hi = -after, .bytes = max_bytes};
+    }
+    assign_slots(items, count, slot_of, slot_bytes, slot_lo, &ns);
+    for (int s = 0; s < ns; s++) {
+        ELLE_TRY_GOTO(rc, elle__arena_take(a, slot_bytes[s], &p));
+        slot_base[s] = p;
+    }
+    for (int j = 0; j < count; j++) {
+        int v = items[j].v;
+        float *base = (float *)slot_base[slot_of[v]];
+        if (v < nv)
+            net->values[v].act = base;
+        else
+            net->scratch_grad[v - nv] = base;
+    }
+cleanup:
+    free(lo);
+    free(hi);
+    free(keep);
+    free(items);
+    free(slot_of);
+    free(slot_lo);
+    free(slot_bytes);
+    free(slot_base);
+    return rc;
+}
+
 /* One planning sweep over the activation arena (measure or take). */
 static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
 {
@@ -392,8 +494,6 @@ static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
         if (bytes > max_bytes)
             max_bytes = bytes;
         void *p;
-        ELLE_TRY(elle__arena_take(a, bytes, &p));
-        net->values[v].act = p;
         net->values[v].tact = net->values[v].tgrad = NULL;
         if (net->tangents) { /* only then: plain training memory is unchanged */
             ELLE_TRY(elle__arena_take(a, bytes, &p));
@@ -402,11 +502,10 @@ static int plan_all(elle__net *net, elle__arena *a, int64_t max_n)
             net->values[v].tgrad = p;
         }
     }
+    ELLE_TRY(plan_acts(net, a, max_n, max_bytes));
     ELLE_TRY(plan_grads(net, a, max_n));
     for (int i = 0; i < 2; i++) {
         void *p;
-        ELLE_TRY(elle__arena_take(a, max_bytes, &p));
-        net->scratch_grad[i] = p;
         net->scratch_tgrad[i] = NULL;
         if (net->tangents) {
             ELLE_TRY(elle__arena_take(a, max_bytes, &p));

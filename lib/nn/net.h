@@ -19,14 +19,20 @@
  * one arena planned by elle__net_reserve(max_batch). No buffer is allocated
  * after that for batches up to max_batch.
  *
- * Every activation has its own buffer (the backward reads them). Gradients
- * share slots planned by liveness (net.c plan_grads, docs/layers.md): value
- * v's gradient lives from the backward of its last consumer (the logits':
- * the loss) to the backward of its producer, value 0's to the end of the
- * sweep, and values with disjoint intervals share memory. So after a
+ * An activation some backward reads (elle__layer_ops.bwd_reads), the input
+ * and the logits have a buffer of their own; the others (in PreActResNet-18
+ * the second convs' and shortcuts' outputs, read only by the residual add)
+ * are transient: live in the forward from producer to last consumer, they
+ * share slots with transients whose intervals are disjoint, and with the
+ * backward's scratch gradients (net.c plan_acts). Gradients share slots
+ * planned by liveness (net.c plan_grads, docs/layers.md): value v's gradient
+ * lives from the backward of its last consumer (the logits': the loss) to
+ * the backward of its producer, value 0's to the end of the sweep, and
+ * values with disjoint intervals share memory. So after a
  * backward only values[0].grad is meaningful. With tangents (the tangent
- * backward reads every gradient after the sweep) or grad_per_value, each
- * value keeps a gradient buffer of its own.
+ * passes read every activation and gradient after the sweep) or
+ * grad_per_value, each value keeps an activation and a gradient buffer of
+ * its own.
  */
 #ifndef ELLE_NN_NET_H
 #define ELLE_NN_NET_H
@@ -74,7 +80,7 @@ typedef struct elle__state {
 typedef struct elle__value {
     int64_t c, h, w; /* per-sample shape */
     int layout;      /* backend layout tag */
-    float *act;      /* arena, sized for max_batch */
+    float *act;      /* arena, sized for max_batch; shared if no backward reads it (plan_acts) */
     float *grad;     /* arena, same size; shared with values whose gradients are never live
                       * at the same time unless the net has tangents or grad_per_value */
     int grad_written; /* backward bookkeeping: 1 once a gradient was written this sweep */
@@ -88,8 +94,19 @@ typedef struct elle__value {
 
 /* ---- layers -------------------------------------------------------------------- */
 
+/* Which activations a layer's backward reads (elle__layer_ops.bwd_reads): an
+ * activation no backward reads lives only through the forward (net.c
+ * plan_acts). Declared from what the backward and the backend ops it calls
+ * read on every backend; when unsure a layer declares the read. */
+enum {
+    ELLE__READS_IN0 = 1, /* in[0]'s activation */
+    ELLE__READS_IN1 = 2, /* in[1]'s */
+    ELLE__READS_OUT = 4  /* the output's */
+};
+
 typedef struct elle__layer_ops {
     const char *kind;
+    int bwd_reads; /* ELLE__READS_* bits */
     /* Shape inference at build time: check the input values, set the output
      * value's (c, h, w) and layout. */
     int (*infer)(elle__net *net, elle__layer *l);
@@ -168,11 +185,13 @@ struct elle__net {
     elle__arena acts;    /* activations, gradients, layer buffers, scratch */
     int64_t max_batch;   /* 0 until reserved */
     int64_t last_n;      /* batch of the last forward (0: none since the last reserve) */
-    float *scratch_grad[2]; /* for accumulating a second gradient into a value */
+    float *scratch_grad[2]; /* for accumulating a second gradient into a value; backward
+                             * only (may share transient activations' memory) */
     float *scratch_tgrad[2]; /* the same for gradient tangents (tangents only) */
     int tangents;   /* sticky: elle__net_reserve also plans the tangent buffers */
-    int grad_per_value; /* sticky: one gradient buffer per value, no shared slots (tests
-                         * compare the planned slots against it); implied by tangents */
+    int grad_per_value; /* sticky: one activation and gradient buffer per value, no shared
+                         * slots (tests compare the planned slots against it); implied by
+                         * tangents */
     int fwd_training; /* mode of the last forward */
     int64_t last_bwd_n; /* batch of the last backward since that forward (0: none) */
     int bwd_xent;   /* 1 when that backward started from the cross-entropy */

@@ -84,6 +84,8 @@ static int norm_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle
 
 static const elle__layer_ops norm_ops = {
     .kind = "normalize",
+    /* backward reads: bn_bwd is handed x and y */
+    .bwd_reads = ELLE__READS_IN0 | ELLE__READS_OUT,
     .infer = norm_infer,
     .forward = norm_forward,
     .backward = norm_backward,

@@ -89,6 +89,8 @@ static int pool_tangent_backward(elle__net *net, elle__layer *l, int64_t n, elle
 
 static const elle__layer_ops pool_ops = {
     .kind = "pool",
+    /* backward reads nothing: max pooling routes through its workspace */
+    .bwd_reads = 0,
     .infer = pool_infer,
     .plan = pool_plan,
     .forward = pool_forward,
