@@ -25,7 +25,16 @@
  * underscores: n_fgsm_step_ms, pgd10_step_ms, n_fgsm_elle_a_step_ms; FGSM's
  * is fgsm_trainer_step_ms (elle-bench's fgsm_step_ms is the model-API loop).
  * `--only METHOD` runs one method and reports the process's peak RSS as
- * <method>_peak_rss_mib.
+ * <method>_peak_rss_mib; `--methods A,B,...` runs those methods only.
+ *
+ * `--backend cuda` trains on the GPU (exit 77 when this build or machine has
+ * no CUDA device). The trainer's step clock stops once the SGD step is
+ * queued, so each step's time here is the trainer's plus the wait for a
+ * small parameter copied to the host right after it (which waits for
+ * everything queued; a no-op wait on the CPU backends). The same read-back
+ * leaves the queue empty when the next step starts its clock, so each step
+ * is charged its own work; the first step may also wait for the fit's setup
+ * copies, which is why it is a warm-up step by default.
  *
  * Output: a table on stdout and a flat JSON object (--json PATH).
  * A benchmark, not a test: nothing is asserted about the times.
@@ -66,20 +75,63 @@ typedef struct opts {
     const char *json;
     int threads, batch, width, iters, warmup;
     const char *only;
+    const char *list; /* --methods: comma-separated names */
+    elle_backend backend;
 } opts;
 
 typedef struct step_log {
     double *ms;
     int n, cap;
+    const elle_model *model;
+    int64_t sync_state; /* the smallest float state entry: the cheapest read-back */
+    float *sync_buf;
+    int rc;             /* error of the read-back (reported when it happens) */
 } step_log;
+
+static int report(int rc, const char *what)
+{
+    fprintf(stderr, "elle-bench-methods: %s failed: %s (%s)\n", what, elle_status_name(rc),
+            elle_error_last()->message);
+    return rc;
+}
 
 static int on_step(const elle_train_metrics *m, void *user)
 {
     step_log *log = user;
     double s = 0.0;
+    double t0 = bench_now_ms();
+    int rc = elle_model_state_get(log->model, log->sync_state, log->sync_buf);
+    double wait_ms = bench_now_ms() - t0;
+    if (rc < 0) {
+        /* reported now: the trainer replaces the error with its own */
+        report(rc, "read-back after a step");
+        log->rc = rc;
+        return 1;
+    }
     if (elle_train_metrics_get(m, ELLE_TRAIN_METRIC_TIME, &s) == ELLE_OK && log->n < log->cap)
-        log->ms[log->n++] = 1000.0 * s;
+        log->ms[log->n++] = 1000.0 * s + wait_ms;
     return 0;
+}
+
+/* The float state entry with the fewest elements (counters are host-side
+ * and would not wait for the device). */
+static int smallest_float_state(const elle_model *model, int64_t *index, int64_t *numel)
+{
+    int64_t count = elle_model_state_count(model);
+    *index = -1;
+    for (int64_t i = 0; i < count; i++) {
+        elle_state_kind kind;
+        int64_t d[4];
+        int rc = elle_model_state_info(model, i, NULL, &kind, NULL, d);
+        if (rc < 0)
+            return rc;
+        int64_t e = d[0] * d[1] * d[2] * d[3];
+        if (kind != ELLE_STATE_COUNTER && (*index < 0 || e < *numel)) {
+            *index = i;
+            *numel = e;
+        }
+    }
+    return *index < 0 ? ELLE_ESTATE : 0;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -94,13 +146,6 @@ static double peak_rss_mib(void)
     if (getrusage(RUSAGE_SELF, &ru) < 0)
         return 0.0;
     return (double)ru.ru_maxrss / 1024.0;
-}
-
-static int report(int rc, const char *what)
-{
-    fprintf(stderr, "elle-bench-methods: %s failed: %s (%s)\n", what, elle_status_name(rc),
-            elle_error_last()->message);
-    return rc;
 }
 
 #define TRY(expr, what)                                                                      \
@@ -123,7 +168,7 @@ static int run_method(const opts *o, elle_context *ctx, elle_dataset *train, con
     elle_regularizer *reg = NULL;
     elle_trainer *t = NULL;
     const double eps = 8.0 / 255.0;
-    step_log log = {NULL, 0, o->warmup + o->iters};
+    step_log log = {.cap = o->warmup + o->iters};
     log.ms = calloc((size_t)log.cap, sizeof *log.ms);
     if (!log.ms)
         return report(ELLE_ENOMEM, "allocation");
@@ -131,6 +176,14 @@ static int run_method(const opts *o, elle_context *ctx, elle_dataset *train, con
     TRY(elle_model_config_create(&cfg, "preact_resnet18"), "model config");
     TRY(elle_model_config_set_param(cfg, ELLE_MODEL_PARAM_WIDTH, o->width), "width");
     TRY(elle_model_create(&model, ctx, cfg), "model");
+    int64_t sync_numel = 0;
+    TRY(smallest_float_state(model, &log.sync_state, &sync_numel), "model state");
+    log.model = model;
+    log.sync_buf = malloc((size_t)sync_numel * sizeof *log.sync_buf);
+    if (!log.sync_buf) {
+        rc = report(ELLE_ENOMEM, "allocation");
+        goto cleanup;
+    }
     TRY(elle_attack_create(&atk, model, me->attack), "attack");
     TRY(elle_attack_set_param(atk, ELLE_ATTACK_PARAM_EPS, eps), "attack eps");
     if (me->steps)
@@ -173,7 +226,12 @@ static int run_method(const opts *o, elle_context *ctx, elle_dataset *train, con
         TRY(elle_trainer_set_param(t, params[i].p, params[i].v), "trainer parameter");
     TRY(elle_trainer_set_param(t, ELLE_TRAIN_PARAM_BATCH_SIZE, o->batch), "batch");
     TRY(elle_trainer_set_callback(t, ELLE_TRAIN_EVENT_STEP, on_step, &log), "callback");
-    TRY(elle_trainer_fit(t, train, NULL, NULL), me->name);
+    int fit_rc = elle_trainer_fit(t, train, NULL, NULL);
+    if (log.rc < 0) {
+        rc = log.rc;
+        goto cleanup;
+    }
+    TRY(fit_rc, me->name);
 
     if (log.n <= o->warmup) {
         fprintf(stderr, "elle-bench-methods: %s: only %d steps ran\n", me->name, log.n);
@@ -193,6 +251,7 @@ cleanup:
     elle_model_free(model);
     elle_model_config_free(cfg);
     free(log.ms);
+    free(log.sync_buf);
     return rc;
 }
 
@@ -208,9 +267,33 @@ static int parse_int(const char *flag, const char *v, int lo, int hi, int *out)
     return 0;
 }
 
+static int parse_backend(const char *v, elle_backend *out)
+{
+    if (!v || elle_backend_from_name(v, out) < 0) {
+        fprintf(stderr, "elle-bench-methods: --backend takes cpu, reference or cuda\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether `name` is one of the comma-separated words of `list`. */
+static int in_list(const char *list, const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = list; *p;) {
+        size_t word = strcspn(p, ",");
+        if (word == len && strncmp(p, name, len) == 0)
+            return 1;
+        p += word;
+        if (*p == ',')
+            p++;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    opts o = {NULL, 2, 128, 64, 3, 1, NULL};
+    opts o = {NULL, 2, 128, 64, 3, 1, NULL, NULL, ELLE_BACKEND_CPU};
     int quick = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -219,6 +302,10 @@ int main(int argc, char **argv)
             o.json = argv[++i];
         else if (strcmp(a, "--only") == 0 && v)
             o.only = argv[++i];
+        else if (strcmp(a, "--methods") == 0 && v)
+            o.list = argv[++i];
+        else if (strcmp(a, "--backend") == 0)
+            bad = parse_backend(v, &o.backend), i++;
         else if (strcmp(a, "--threads") == 0)
             bad = parse_int(a, v, 1, 1024, &o.threads), i++;
         else if (strcmp(a, "--batch") == 0)
@@ -234,7 +321,10 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr,
                     "usage: elle-bench-methods [--json PATH] [--threads N] [--batch B] "
-                    "[--width W] [--iters K] [--warmup W] [--only METHOD] [--quick]\n");
+                    "[--width W] [--iters K] [--warmup W] [--only METHOD] "
+                    "[--methods M1,M2,...] [--backend cpu|reference|cuda] [--quick]\n"
+                    "exit status 77: the backend is not available (not in this build, or "
+                    "no CUDA device)\n");
             return 2;
         }
         if (bad)
@@ -246,13 +336,39 @@ int main(int argc, char **argv)
         o.iters = 1;
         o.warmup = 1;
     }
+    if (o.list) {
+        for (const char *p = o.list; *p;) {
+            size_t word = strcspn(p, ",");
+            int known = 0;
+            for (int i = 0; i < N_METHODS; i++)
+                known |= strlen(methods[i].name) == word && strncmp(p, methods[i].name, word) == 0;
+            if (!known) {
+                fprintf(stderr, "elle-bench-methods: unknown method '%.*s' in --methods\n",
+                        (int)word, p);
+                return 2;
+            }
+            p += word;
+            if (*p == ',')
+                p++;
+        }
+    }
     int selected[N_METHODS], n_sel = 0;
     for (int i = 0; i < N_METHODS; i++)
-        if (!o.only || strcmp(o.only, methods[i].name) == 0)
+        if ((!o.only || strcmp(o.only, methods[i].name) == 0) &&
+            (!o.list || in_list(o.list, methods[i].name)))
             selected[n_sel++] = i;
     if (n_sel == 0) {
-        fprintf(stderr, "elle-bench-methods: unknown method '%s'\n", o.only);
+        fprintf(stderr, "elle-bench-methods: no method selected (--only '%s', --methods '%s')\n",
+                o.only ? o.only : "", o.list ? o.list : "");
         return 2;
+    }
+    if (!elle_backend_available(o.backend)) {
+        /* 77: the test harnesses' "skipped" */
+        fprintf(stderr, "elle-bench-methods: backend '%s' is not available (not in this build%s); "
+                        "skipped\n",
+                elle_backend_name(o.backend),
+                o.backend == ELLE_BACKEND_CUDA ? ", or no CUDA device" : "");
+        return 77;
     }
 
     int rc = 0;
@@ -276,13 +392,13 @@ int main(int argc, char **argv)
     }
     for (int64_t i = 0; i < n; i++)
         labels[i] = (int32_t)(i % 10);
-    TRY(elle_context_create(&ctx, ELLE_BACKEND_CPU, 0), "context");
+    TRY(elle_context_create(&ctx, o.backend, 0), "context");
     TRY(elle_context_set_param(ctx, ELLE_CONTEXT_PARAM_THREADS, o.threads), "threads");
     TRY(elle_dataset_from_host(&train, images, labels, n, 3, 32, 32, 10), "dataset");
 
     printf("Adversarial training step per method: PreActResNet-18 width %d, batch %d, "
-           "32x32x3, %d threads, median of %d steps after %d warm-up\n",
-           o.width, o.batch, o.threads, o.iters, o.warmup);
+           "32x32x3, backend %s, %d threads, median of %d steps after %d warm-up\n",
+           o.width, o.batch, elle_backend_name(o.backend), o.threads, o.iters, o.warmup);
     printf("  %-16s %12s %10s %10s\n", "method", "ms / step", "vs FGSM", "vs ELLE");
     double fgsm_ms = 0.0, elle_ms = 0.0;
     for (int k = 0; k < n_sel; k++) {
@@ -319,6 +435,7 @@ int main(int argc, char **argv)
     json_object_set_new(doc, "methods_batch", json_integer(o.batch));
     json_object_set_new(doc, "methods_width", json_integer(o.width));
     json_object_set_new(doc, "methods_iters", json_integer(o.iters));
+    json_object_set_new(doc, "methods_backend_cuda", json_integer(o.backend == ELLE_BACKEND_CUDA));
     if (o.json && json_dump_file(doc, o.json, JSON_INDENT(2) | JSON_SORT_KEYS) != 0) {
         fprintf(stderr, "elle-bench-methods: cannot write %s\n", o.json);
         rc = 1;

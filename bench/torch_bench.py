@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """PyTorch side of `make bench`: PreActResNet-18 step times to compare with elle-bench.
 
-Two commands:
+Three commands:
 
   torch_bench.py [run] [--json PATH] [--batch 128] [--threads 2] [--width 64]
-                 [--iters 5] [--warmup 2] [--only fwd|train|fgsm|elle|gradalign] [--quick]
-                 [--profile]
+                 [--iters 5] [--warmup 2] [--only fwd|train|fgsm|elle|ellea|gradalign]
+                 [--quick] [--profile] [--device cpu|cuda] [--cudnn-benchmark 0|1]
       Times, in training mode, on one random batch of 32x32x3 images:
         fwd    forward of the batch (no autograd graph is kept);
         train  training step: zero grad, forward, mean cross-entropy, backward,
@@ -14,6 +14,10 @@ Two commands:
                model in train mode, weights' gradients not computed), x_adv = x + delta
                (no clamp, as the reference CIFAR code), then a training step on x_adv;
         elle   the reference ELLE step (lambda 1000);
+        ellea  the reference ELLE-A step: the ELLE step weighted by the adaptive lambda
+               (lambda_max 4000, started at lambda_max as elle-bench-methods times it),
+               then the rule on lin_err.item() against the history (population std),
+               before the SGD step; timed with --device cuda or --only ellea;
         gradalign  the ELLE repo's GradAlign step: the FGSM point, CE(x_adv) +
                0.2 * mean(1 - cos(g1, g2)) with g1 = grad_x CE_mean at x (detached),
                g2 at x + U[-eps, eps] with create_graph=True (double backpropagation),
@@ -27,12 +31,29 @@ Two commands:
       this interpreter cannot import torch (Debian: apt-get install python3-torch,
       for /usr/bin/python3).
 
+      --device cuda runs everything on GPU 0 (exit status 77 when torch.cuda is not
+      available): torch.cuda.synchronize() before every clock read, so a row is the
+      GPU's time and not the time to queue it; NCHW (no channels-last); fp32;
+      torch.backends.cudnn.benchmark from --cudnn-benchmark (default 1, PyTorch's
+      usual setting for fixed shapes; its algorithm search happens in the warm-up).
+      Extra keys: torch_device_cuda, torch_cudnn_benchmark, torch_cuda_version,
+      torch_cuda_device_name (a string), and with --only torch_<NAME>_peak_gpu_mib
+      (torch.cuda.max_memory_allocated).
   torch_bench.py merge --out PATH --elle E.json [--elle-rss R.json]
-                 [--torch T.json] [--torch-rss TR.json]
+                 [--torch T.json] [--torch-rss TR.json] [--cuda C.json]
       Merges elle-bench's and this script's JSON objects into one, adds the ratios
-      libelle/PyTorch (prn18_fwd_vs_torch, train_step_vs_torch, fgsm_vs_torch, ...)
-      and torch_available (0 without --torch), and prints the comparison table.
+      libelle/PyTorch (prn18_fwd_vs_torch, train_step_vs_torch, fgsm_vs_torch, ...),
+      torch_available (0 without --torch) and cuda_available (0 without --cuda:
+      scripts/bench_cuda.sh's GPU rows), and prints the comparison table.
       Needs only the standard library.
+
+  torch_bench.py cuda-rows --out PATH --methods M.json [--torch T.json] [--device-name NAME]
+      scripts/bench_cuda.sh's flat GPU keys from elle-bench-methods --backend cuda and
+      torch_bench.py --device cuda: cuda_{fgsm,elle,ellea,gradalign}_step_ms (libelle's
+      trainer step), torch_cuda_*_step_ms, the ratios cuda_*_vs_torch, cuda_device_name,
+      torch_cuda_available and the settings of both runs. Standard library only.
+
+Every JSON value is a number except the keys ending in _name (device names).
 
 Run it under /usr/bin/python3 with GLIBC_TUNABLES=glibc.malloc.mmap_max=0 (or
 tcmalloc preloaded): with glibc's default every large tensor is a fresh mmap and
@@ -56,6 +77,7 @@ import time
 
 EPS = 8.0 / 255.0
 ELLE_LAMBDA = 1000.0
+ELLEA_LAMBDA_MAX, ELLEA_DECAY, ELLEA_SENSITIVITY = 4000.0, 0.99, 2.0
 GRADALIGN_LAMBDA = 0.2  # 0.02 * 10^(8/8), the reference rule at eps = 8/255
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 KiB_PER_MiB = 1024.0
@@ -101,9 +123,12 @@ def other_cpu_pct(a, b):
 
 
 def check_flat_numbers(doc, where):
+    """A flat object of finite numbers; only the *_name keys (device names) hold strings."""
     if not isinstance(doc, dict) or not doc:
         raise ValueError(f"{where}: not a non-empty JSON object")
     for k, v in doc.items():
+        if k.endswith("_name") and isinstance(v, str):
+            continue
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise ValueError(f"{where}: '{k}' is not a finite number")
 
@@ -218,11 +243,15 @@ def run_main(argv):
     ap.add_argument("--width", type=int, default=None)
     ap.add_argument("--iters", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=None)
-    ap.add_argument("--only", choices=["fwd", "train", "fgsm", "elle", "gradalign"])
+    ap.add_argument("--only", choices=["fwd", "train", "fgsm", "elle", "ellea", "gradalign"])
     ap.add_argument("--quick", action="store_true",
                     help="smoke-test sizes: batch 4, width 8, 1 iteration, 1 warm-up")
     ap.add_argument("--profile", action="store_true",
                     help="print torch.profiler's operator table of one FGSM-AT step")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="where to run (cuda: GPU 0, synchronised before every clock read)")
+    ap.add_argument("--cudnn-benchmark", type=int, choices=[0, 1], default=1,
+                    help="torch.backends.cudnn.benchmark with --device cuda (default 1)")
     a = ap.parse_args(argv)
     batch, width, iters, warmup = (4, 8, 1, 1) if a.quick else (128, 64, 5, 2)
     batch = a.batch if a.batch else batch
@@ -241,6 +270,14 @@ def run_main(argv):
         print(f"torch_bench.py: skip: {e} (install python3-torch for /usr/bin/python3: "
               "scripts/setup-bench.sh)", file=sys.stderr)
         return 77
+    cuda = a.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print(f"torch_bench.py: skip: torch {torch.__version__} ({sys.executable}) has no usable "
+              "CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 77
+    dev = torch.device("cuda:0" if cuda else "cpu")
+    # A GPU queues work and returns: the clock is read only once the queue is empty.
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
     out = sys.stderr if a.json in (None, "-") else sys.stdout
     res = {}
@@ -254,7 +291,20 @@ def run_main(argv):
     print(f"torch_bench.py, PyTorch {torch.__version__} ({sys.executable}), "
           f"{torch.get_num_threads()} threads, mkldnn {torch.backends.mkldnn.is_available()}",
           file=out)
-    if not (mmap_off or tcmalloc):
+    if cuda:
+        torch.backends.cudnn.benchmark = bool(a.cudnn_benchmark)
+        name = torch.cuda.get_device_name(dev)
+        print(f"device    {name}, CUDA {torch.version.cuda}, cuDNN "
+              f"{torch.backends.cudnn.version()}, cudnn.benchmark "
+              f"{torch.backends.cudnn.benchmark}, NCHW fp32", file=out)
+        res["torch_device_cuda"] = 1
+        res["torch_cudnn_benchmark"] = int(torch.backends.cudnn.benchmark)
+        res["torch_cuda_version"] = version_number(torch.version.cuda or "0")
+        res["torch_cudnn_version"] = torch.backends.cudnn.version() or 0
+        res["torch_cuda_device_name"] = name
+    else:
+        res["torch_device_cuda"] = 0
+    if not (mmap_off or tcmalloc) and not cuda:
         print("torch_bench.py: warning: neither GLIBC_TUNABLES=glibc.malloc.mmap_max=0 nor "
               "tcmalloc: PyTorch pays an mmap/munmap per large tensor", file=out)
     if load:
@@ -274,10 +324,10 @@ def run_main(argv):
 
     classes = 10
     xs, ys = fill_batch(batch * 3 * 32 * 32, batch, classes)
-    x = torch.tensor(xs, dtype=torch.float32).view(batch, 3, 32, 32)
-    y = torch.tensor(ys, dtype=torch.int64)
+    x = torch.tensor(xs, dtype=torch.float32).view(batch, 3, 32, 32).to(dev)
+    y = torch.tensor(ys, dtype=torch.int64).to(dev)
     del xs, ys
-    model = build_model_classes(nn, F)(width=width, classes=classes)
+    model = build_model_classes(nn, F)(width=width, classes=classes).to(dev)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM,
                           weight_decay=WEIGHT_DECAY)
@@ -317,7 +367,7 @@ def run_main(argv):
         bs = x.shape[0]
         x_ab = x.repeat(2, 1, 1, 1)
         x_ab = x_ab + EPS * (2.0 * torch.rand_like(x_ab) - 1.0)
-        alpha = torch.rand(bs, 1, 1, 1)
+        alpha = torch.rand(bs, 1, 1, 1, device=x.device)
         x_c = (1.0 - alpha) * x_ab[:bs] + alpha * x_ab[bs:]
         alpha = alpha.squeeze()
         losses = F.cross_entropy(model(torch.cat((x_ab, x_c), dim=0)), y.repeat(3),
@@ -325,6 +375,38 @@ def run_main(argv):
         e_lin = F.mse_loss(losses[2 * bs:],
                            (1.0 - alpha) * losses[:bs] + alpha * losses[bs:2 * bs])
         (loss + ELLE_LAMBDA * e_lin).backward()
+        opt.step()
+
+    ellea = {"lambda": ELLEA_LAMBDA_MAX, "history": []}
+
+    def ellea_step():
+        # the reference ELLE-A step (spec/reference-implementations.md §1.5): the ELLE
+        # loss with the current lambda, backward, then the rule on lin_err.item() (a
+        # device-to-host read, as the reference) before the SGD step
+        g = input_grad()
+        with torch.no_grad():
+            x_adv = x + EPS * g.sign()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x_adv), y)
+        bs = x.shape[0]
+        x_ab = x.repeat(2, 1, 1, 1)
+        x_ab = x_ab + EPS * (2.0 * torch.rand_like(x_ab) - 1.0)
+        alpha = torch.rand(bs, 1, 1, 1, device=x.device)
+        x_c = (1.0 - alpha) * x_ab[:bs] + alpha * x_ab[bs:]
+        alpha = alpha.squeeze()
+        losses = F.cross_entropy(model(torch.cat((x_ab, x_c), dim=0)), y.repeat(3),
+                                 reduction="none")
+        e_lin = F.mse_loss(losses[2 * bs:],
+                           (1.0 - alpha) * losses[:bs] + alpha * losses[bs:2 * bs])
+        (loss + ellea["lambda"] * e_lin).backward()
+        e_t, hist = e_lin.item(), ellea["history"]
+        detected = False
+        if len(hist) > 2:
+            mean = math.fsum(hist) / len(hist)
+            std = math.sqrt(math.fsum((v - mean) ** 2 for v in hist) / len(hist))
+            detected = e_t > mean + ELLEA_SENSITIVITY * std
+        ellea["lambda"] = ELLEA_LAMBDA_MAX if detected else ellea["lambda"] * ELLEA_DECAY
+        hist.append(e_t)
         opt.step()
 
     def gradalign_step():
@@ -355,6 +437,8 @@ def run_main(argv):
         ("train_step", "training step (fwd + CE + bwd + SGD)", lambda: train_step(x), "train"),
         ("fgsm_step", "FGSM-AT step (input grad, x+eps*sign, train step)", fgsm_step, "fgsm"),
         ("elle_step", "ELLE step (FGSM + lambda 1000 * E_lin, 3B forward)", elle_step, "elle"),
+        ("ellea_step", "ELLE-A step (ELLE with adaptive lambda, lambda_max 4000)",
+         ellea_step, "ellea"),
         ("gradalign_step", "GradAlign step (FGSM + 0.2 * (1 - cos), double backprop)",
          gradalign_step, "gradalign"),
         ("prn18_input_grad", "  part: input gradient (fwd + bwd, no weight grads)",
@@ -364,16 +448,21 @@ def run_main(argv):
     ]
     if a.only:
         rows = [r for r in rows if r[3] == a.only]
+    elif not cuda:
+        # the CPU comparison has no libelle ELLE-A row of its own: keep its run short
+        rows = [r for r in rows if r[3] != "ellea"]
     print(f"PreActResNet-18 (width {width}, 3x32x32, {classes} classes, "
           f"{res['torch_prn18_params']} parameters), batch {batch}, training mode, "
-          f"{iters} timed iterations after {warmup} warm-up", file=out)
+          f"{a.device}, {iters} timed iterations after {warmup} warm-up", file=out)
     print(f"  {'':52s} {'median ms':>10s} {'min ms':>10s} {'other CPU':>10s}", file=out)
     for key, label, fn, _ in rows:
         times = []
+        sync()
         c0 = cpu_snap()
         for it in range(warmup + iters):
             t0 = time.perf_counter()
             fn()
+            sync()
             dt = (time.perf_counter() - t0) * 1e3
             if it >= warmup:
                 times.append(dt)
@@ -388,19 +477,33 @@ def run_main(argv):
 
     if a.only:
         name = {"fwd": "prn18_fwd", "train": "train_step", "fgsm": "fgsm",
-                "elle": "elle", "gradalign": "gradalign"}[a.only]
+                "elle": "elle", "ellea": "ellea", "gradalign": "gradalign"}[a.only]
         rss = peak_rss_mib()
         res[f"torch_{name}_peak_rss_mib"] = rss
         res["torch_rss_after_import_mib"] = rss_model if rss_model > 0 else rss_start
         print(f"  peak RSS of this process: {rss:.1f} MiB (after import torch and building "
               f"the model: {rss_model:.1f} MiB)", file=out)
+        if cuda:
+            gpu = torch.cuda.max_memory_allocated(dev) / (KiB_PER_MiB * KiB_PER_MiB)
+            res[f"torch_{name}_peak_gpu_mib"] = gpu
+            print(f"  peak GPU memory allocated by PyTorch: {gpu:.1f} MiB", file=out)
 
     if a.profile:
         from torch.profiler import profile, ProfilerActivity
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=acts) as prof:
             fgsm_step()
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30),
-              file=out)
+            sync()
+        table = None
+        # the GPU column's name changed across PyTorch versions (cuda -> device)
+        for sort in (["self_device_time_total", "self_cuda_time_total"] if cuda else []) + [
+                "self_cpu_time_total"]:
+            try:
+                table = prof.key_averages().table(sort_by=sort, row_limit=30)
+                break
+            except (AttributeError, KeyError, ValueError):
+                continue
+        print(table, file=out)
 
     load = loadavg()
     if load:
@@ -450,6 +553,7 @@ def merge_main(argv):
     ap.add_argument("--methods-rss", help="elle-bench-methods --only elle JSON (peak RSS)")
     ap.add_argument("--extra", action="append", default=[],
                     help="any other flat JSON object of figures to include as it is")
+    ap.add_argument("--cuda", help="scripts/bench_cuda.sh's JSON (absent: cuda_available 0)")
     a = ap.parse_args(argv)
 
     doc = dict(load_json(a.elle, "elle-bench"))
@@ -466,6 +570,9 @@ def merge_main(argv):
         for k, v in load_json(a.methods_rss, "elle-bench-methods --only").items():
             if "rss" in k:
                 doc[k] = v
+    if a.cuda:
+        doc.update(load_json(a.cuda, "bench_cuda.sh"))
+    doc["cuda_available"] = int(bool(a.cuda))
     have_torch = bool(a.torch)
     doc["torch_available"] = int(have_torch)
     if have_torch:
@@ -529,6 +636,8 @@ def merge_main(argv):
             ve = doc.get(m + "_vs_elle")
             print(f"  {m:16s} {doc[m + '_step_ms']:10.1f} {doc[m + '_vs_fgsm']:8.3f}"
                   + (f" {ve:8.3f}" if ve is not None else ""))
+    if a.cuda:
+        print_cuda_table(doc)
     if not have_torch:
         print("  PyTorch figures not measured (torch_available: 0)")
     loads = [doc.get(k) for k in ("loadavg_1min_start", "loadavg_1min_end",
@@ -543,9 +652,73 @@ def merge_main(argv):
     return 0
 
 
+# ---- cuda-rows: the GPU figures of scripts/bench_cuda.sh --------------------------------
+
+CUDA_ROWS = [  # row, elle-bench-methods key, torch_bench.py key, label
+    ("fgsm", "fgsm_trainer_step_ms", "torch_fgsm_step_ms", "FGSM-AT step"),
+    ("elle", "elle_step_ms", "torch_elle_step_ms", "ELLE step (lambda 1000)"),
+    ("ellea", "elle_a_step_ms", "torch_ellea_step_ms", "ELLE-A step (lambda_max 4000)"),
+    ("gradalign", "gradalign_step_ms", "torch_gradalign_step_ms",
+     "GradAlign step (double backprop)"),
+]
+
+
+def print_cuda_table(doc):
+    print(f"\nlibelle (CUDA backend, trainer step) vs PyTorch (CUDA) on "
+          f"{doc.get('cuda_device_name', 'an unknown GPU')}: PreActResNet-18, batch "
+          f"{doc.get('cuda_methods_batch', '?')}, median ms (cudnn.benchmark "
+          f"{doc.get('torch_cuda_cudnn_benchmark', '-')})")
+    print(f"  {'':40s} {'libelle':>10s} {'PyTorch':>10s} {'ratio':>10s}")
+    for row, _, _, label in CUDA_ROWS:
+        vals = [doc.get(k) for k in (f"cuda_{row}_step_ms", f"torch_cuda_{row}_step_ms",
+                                     f"cuda_{row}_vs_torch")]
+        print(f"  {label:40s} " + " ".join(
+            format(v, "10.3f" if i == 2 else "10.2f") if isinstance(v, (int, float))
+            else f"{'-':>10s}" for i, v in enumerate(vals)))
+
+
+def cuda_rows_main(argv):
+    ap = argparse.ArgumentParser(prog="torch_bench.py cuda-rows",
+                                 description="the flat cuda_* keys of scripts/bench_cuda.sh")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--methods", required=True,
+                    help="elle-bench-methods --backend cuda JSON")
+    ap.add_argument("--torch", help="torch_bench.py --device cuda JSON (absent: no ratios)")
+    ap.add_argument("--device-name", default="", help="the GPU's name (e.g. from nvidia-smi)")
+    a = ap.parse_args(argv)
+
+    mine = load_json(a.methods, "elle-bench-methods --backend cuda")
+    theirs = load_json(a.torch, "torch_bench.py --device cuda") if a.torch else {}
+    doc = {}
+    for row, mk, tk, _ in CUDA_ROWS:
+        if mk in mine:
+            doc[f"cuda_{row}_step_ms"] = mine[mk]
+        if tk in theirs:
+            doc[f"torch_cuda_{row}_step_ms"] = theirs[tk]
+        if mine.get(mk) and theirs.get(tk):
+            doc[f"cuda_{row}_vs_torch"] = mine[mk] / theirs[tk]
+    for k in ("methods_batch", "methods_width", "methods_iters"):
+        if k in mine:
+            doc["cuda_" + k] = mine[k]
+    for k in ("batch", "width", "iters", "warmup", "version", "cudnn_benchmark",
+              "cudnn_version"):
+        if "torch_" + k in theirs:
+            doc["torch_cuda_" + k] = theirs["torch_" + k]
+    if "torch_cuda_version" in theirs:
+        doc["torch_cuda_version"] = theirs["torch_cuda_version"]
+    doc["torch_cuda_available"] = int(bool(theirs))
+    name = a.device_name.strip() or theirs.get("torch_cuda_device_name", "")
+    doc["cuda_device_name"] = name or "unknown"
+    print_cuda_table(doc)
+    write_json(doc, a.out)
+    return 0
+
+
 def main(argv):
     if argv and argv[0] == "merge":
         return merge_main(argv[1:])
+    if argv and argv[0] == "cuda-rows":
+        return cuda_rows_main(argv[1:])
     if argv and argv[0] == "run":
         argv = argv[1:]
     return run_main(argv)

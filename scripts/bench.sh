@@ -14,7 +14,12 @@
 #    scripts/setup-bench.sh installs python3-torch first when /usr/bin/python3
 #    cannot import torch; if that fails (offline, no sudo) the PyTorch part is
 #    left out with a message and the result has torch_available: 0;
-# 4. torch_bench.py merge: one flat JSON object with every key of the runs
+# 4. when a CUDA device is available (`elle info` lists cuda as available:
+#    libelle built with the CUDA backend and a GPU present), the GPU rows:
+#    scripts/bench_cuda.sh runs elle-bench-methods --backend cuda and
+#    torch_bench.py --device cuda (cuda_*_step_ms, torch_cuda_*_step_ms,
+#    cuda_*_vs_torch, cuda_device_name); otherwise cuda_available: 0;
+# 5. torch_bench.py merge: one flat JSON object with every key of the runs
 #    and the ratios libelle/PyTorch (fgsm_vs_torch, ...), and the comparison
 #    table on stdout.
 #
@@ -136,7 +141,8 @@ methods_bin="$builddir/bench/elle-bench-methods"
 tmp_methods="$outdir/.methods.json.tmp"
 tmp_methods_rss="$outdir/.methods-rss.json.tmp"
 tmp_torch_elle_rss="$outdir/.torch-elle-rss.json.tmp"
-trap 'rm -f "$tmp" "$tmp_rss" "$tmp_torch" "$tmp_torch_rss" "$tmp_methods" "$tmp_methods_rss" "$tmp_torch_elle_rss" "$outdir/.aa.json.tmp"' EXIT
+tmp_cuda="$outdir/.cuda.json.tmp"
+trap 'rm -f "$tmp" "$tmp_rss" "$tmp_torch" "$tmp_torch_rss" "$tmp_methods" "$tmp_methods_rss" "$tmp_torch_elle_rss" "$outdir/.aa.json.tmp" "$tmp_cuda"' EXIT
 # AutoAttack on 1000 Fashion-MNIST test images (the demo's ELLE-A model)
 tmp_aa="$outdir/.aa.json.tmp"
 case " $both " in *" --quick "*) aa_n=20 ;; *) aa_n=1000 ;; esac
@@ -228,6 +234,31 @@ if [ "$no_torch" = 0 ]; then
             status=1
         fi
     fi
+fi
+
+# The GPU rows, only where a CUDA device is there to run them.
+rm -f "$tmp_cuda"
+echo
+if "$builddir/tools/elle/elle" info 2>/dev/null |
+    grep -Eq '^[[:space:]]*cuda[[:space:]]+available'; then
+    echo "bench.sh: CUDA device available: GPU rows (scripts/bench_cuda.sh)"
+    cuda_rc=0
+    # shellcheck disable=SC2086
+    "$root/scripts/bench_cuda.sh" "$builddir" "$tmp_cuda" --threads "$threads" $both ||
+        cuda_rc=$?
+    case $cuda_rc in
+    0) ;;
+    77) echo "bench.sh: GPU rows skipped (cuda_available: 0)" ;;
+    *)
+        echo "bench.sh: scripts/bench_cuda.sh failed (exit $cuda_rc); keeping what it measured" >&2
+        status=1
+        ;;
+    esac
+    if [ "$cuda_rc" != 77 ] && [ -s "$tmp_cuda" ]; then
+        merge_args="$merge_args --cuda $tmp_cuda"
+    fi
+else
+    echo "bench.sh: no CUDA device ($builddir/tools/elle/elle info), GPU rows skipped (cuda_available: 0)"
 fi
 
 # shellcheck disable=SC2086 # the paths are ours, without spaces

@@ -27,9 +27,14 @@ typedef enum elle_context_param {
 } elle_context_param;
 
 /**
- * Create a context on backend `kind`, device `device_index` (0 for the CPU).
- * Returns ELLE_EUNSUPPORTED when the backend is not compiled in (the message
- * says how to build it) and ELLE_EDEVICE when no such device exists.
+ * Create a context on backend `kind`, device `device_index` (0 for the CPU
+ * and the reference backend; for CUDA, a GPU index below
+ * elle_backend_device_count(ELLE_BACKEND_CUDA)). Returns ELLE_EUNSUPPORTED
+ * when the backend is not compiled in (the message says how to build it) and
+ * ELLE_EDEVICE when no such device exists (for CUDA also when the driver is
+ * missing or the GPU cannot be initialised; the message names the CUDA
+ * error). A CUDA context makes its GPU the calling thread's current CUDA
+ * device whenever it is used, so contexts on several GPUs can share a thread.
  * `*out` is set only on success. @since v0.1
  */
 ELLE_API int elle_context_create(elle_context **out, elle_backend kind, int device_index);
@@ -58,7 +63,10 @@ ELLE_API const char *elle_context_param_name(elle_context_param param);
 /** 1 when `kind` is compiled into this build (and, for CUDA, a device exists), else 0. @since v0.1 */
 ELLE_API int elle_backend_available(elle_backend kind);
 
-/** Number of devices of a backend (1 for the CPU and reference, 0 if unavailable). @since v0.1 */
+/**
+ * Number of devices of a backend: 1 for the CPU and reference, the GPUs the
+ * driver reports for CUDA, 0 if unavailable. @since v0.1
+ */
 ELLE_API int elle_backend_device_count(elle_backend kind);
 
 /** Static name of a backend ("cpu", "cuda", "reference"), NULL if unknown. @since v0.1 */

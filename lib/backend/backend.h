@@ -295,5 +295,10 @@ struct elle__backend {
 /* Backend constructors: fill *be on success. */
 int elle__backend_ref_create(elle__backend *be);
 int elle__backend_cpu_create(elle__backend *be, int device_index);
+/* CUDA (only in builds with ELLE_HAVE_CUDA): ELLE_EDEVICE when there is no
+ * driver, no device or no device `device_index`. */
+int elle__backend_cuda_create(elle__backend *be, int device_index);
+/* Number of CUDA devices, 0 when there is no driver or none (never fails). */
+int elle__cuda_device_count(void);
 
 #endif /* ELLE_BACKEND_H */

@@ -38,20 +38,50 @@ int elle_backend_from_name(const char *name, elle_backend *out)
               name);
 }
 
+/* CUDA devices this build can use: 0 without the backend compiled in, and
+ * 0 (not an error) when the driver or the GPU is missing. */
+static int cuda_devices(void)
+{
+#ifdef ELLE_HAVE_CUDA
+    return elle__cuda_device_count();
+#else
+    return 0;
+#endif
+}
+
 int elle_backend_available(elle_backend kind)
+{
+    return elle_backend_device_count(kind) > 0;
+}
+
+int elle_backend_device_count(elle_backend kind)
 {
     switch (kind) {
     case ELLE_BACKEND_CPU:
     case ELLE_BACKEND_REFERENCE:
         return 1;
+    case ELLE_BACKEND_CUDA:
+        return cuda_devices();
     default:
         return 0;
     }
 }
 
-int elle_backend_device_count(elle_backend kind)
+static int backend_create(elle__backend *be, elle_backend kind, int device_index)
 {
-    return elle_backend_available(kind) ? 1 : 0;
+    switch (kind) {
+    case ELLE_BACKEND_CPU:
+        return elle__backend_cpu_create(be, device_index);
+    case ELLE_BACKEND_REFERENCE:
+        return elle__backend_ref_create(be);
+    case ELLE_BACKEND_CUDA:
+#ifdef ELLE_HAVE_CUDA
+        return elle__backend_cuda_create(be, device_index);
+#else
+        break;
+#endif
+    }
+    ELLE_FAIL(ELLE_EINVAL, "elle_context_create: unknown backend %d", (int)kind);
 }
 
 int elle_context_create(elle_context **out, elle_backend kind, int device_index)
@@ -59,20 +89,22 @@ int elle_context_create(elle_context **out, elle_backend kind, int device_index)
     ELLE_CHECK_ARG(out != NULL);
     if ((int)kind < 0 || (int)kind > 2)
         ELLE_FAIL(ELLE_EINVAL, "elle_context_create: unknown backend %d", (int)kind);
+#ifndef ELLE_HAVE_CUDA
     if (kind == ELLE_BACKEND_CUDA)
         ELLE_FAIL(ELLE_EUNSUPPORTED,
                   "elle_context_create: this libelle was built without the CUDA backend; "
                   "rebuild with nvcc, cuDNN 9 and cuBLAS installed and "
                   "'meson setup build -Dcuda=enabled'");
-    if (device_index != 0)
+#endif
+    /* CUDA checks its index against the devices it finds */
+    if (kind != ELLE_BACKEND_CUDA && device_index != 0)
         ELLE_FAIL(ELLE_EDEVICE, "elle_context_create: backend '%s' has one device (index 0), got %d",
                   backend_names[kind], device_index);
 
     elle_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         ELLE_FAIL(ELLE_ENOMEM, "elle_context_create: out of memory");
-    int rc = kind == ELLE_BACKEND_CPU ? elle__backend_cpu_create(&ctx->be, device_index)
-                                      : elle__backend_ref_create(&ctx->be);
+    int rc = backend_create(&ctx->be, kind, device_index);
     if (rc < 0) {
         free(ctx);
         return rc;

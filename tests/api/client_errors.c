@@ -165,20 +165,46 @@ static void test_context_create_errors(void **state)
     assert_ptr_equal(ctx, SENTINEL);
 }
 
-static void test_context_cuda_unsupported(void **state)
+/* Without the backend compiled in: ELLE_EUNSUPPORTED saying how to build it.
+ * Compiled in but no usable device (a CUDA build on a machine without a GPU
+ * or driver): ELLE_EDEVICE naming CUDA, never a crash. With a device: the
+ * context works and an index past the last device is ELLE_EDEVICE. */
+static void test_context_cuda(void **state)
 {
     (void)state;
-    if (ELLE_TEST_HAVE_CUDA)
-        skip();
+    const int available = elle_backend_available(ELLE_BACKEND_CUDA);
     elle_context *ctx = SENTINEL;
-    assert_status(elle_context_create(&ctx, ELLE_BACKEND_CUDA, 0), ELLE_EUNSUPPORTED);
-    const char *msg = elle_error_last()->message;
-    if (!client_contains_ci(msg, "cuda") || !strstr(msg, "-Dcuda=enabled"))
-        fail_msg("the message should name CUDA and say how to build it (-Dcuda=enabled): \"%s\"",
-                 msg);
+    if (!ELLE_TEST_HAVE_CUDA) {
+        assert_status(elle_context_create(&ctx, ELLE_BACKEND_CUDA, 0), ELLE_EUNSUPPORTED);
+        const char *msg = elle_error_last()->message;
+        if (!client_contains_ci(msg, "cuda") || !strstr(msg, "-Dcuda=enabled"))
+            fail_msg("the message should name CUDA and say how to build it (-Dcuda=enabled): "
+                     "\"%s\"",
+                     msg);
+        assert_ptr_equal(ctx, SENTINEL);
+        assert_int_equal(available, 0);
+        assert_int_equal(elle_backend_device_count(ELLE_BACKEND_CUDA), 0);
+        return;
+    }
+    if (!available) {
+        assert_status(elle_context_create(&ctx, ELLE_BACKEND_CUDA, 0), ELLE_EDEVICE);
+        const char *msg = elle_error_last()->message;
+        if (!client_contains_ci(msg, "cuda"))
+            fail_msg("the message should name CUDA: \"%s\"", msg);
+        assert_ptr_equal(ctx, SENTINEL);
+        assert_int_equal(elle_backend_device_count(ELLE_BACKEND_CUDA), 0);
+        return;
+    }
+    assert_ok(elle_context_create(&ctx, ELLE_BACKEND_CUDA, 0));
+    assert_int_equal(elle_context_backend(ctx), ELLE_BACKEND_CUDA);
+    elle_context_free(ctx);
+    const int n = elle_backend_device_count(ELLE_BACKEND_CUDA);
+    assert_true(n >= 1);
+    ctx = SENTINEL;
+    assert_status(elle_context_create(&ctx, ELLE_BACKEND_CUDA, n), ELLE_EDEVICE);
     assert_ptr_equal(ctx, SENTINEL);
-    assert_int_equal(elle_backend_available(ELLE_BACKEND_CUDA), 0);
-    assert_int_equal(elle_backend_device_count(ELLE_BACKEND_CUDA), 0);
+    assert_status(elle_context_create(&ctx, ELLE_BACKEND_CUDA, -1), ELLE_EDEVICE);
+    assert_ptr_equal(ctx, SENTINEL);
 }
 
 static void test_context_free_null(void **state)
@@ -766,7 +792,7 @@ int main(void)
         cmocka_unit_test(test_error_last_and_clear),
         cmocka_unit_test(test_error_is_thread_local),
         cmocka_unit_test(test_context_create_errors),
-        cmocka_unit_test(test_context_cuda_unsupported),
+        cmocka_unit_test(test_context_cuda),
         cmocka_unit_test(test_context_free_null),
         cmocka_unit_test(test_context_params),
         cmocka_unit_test(test_backend_queries),

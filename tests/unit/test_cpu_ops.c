@@ -92,62 +92,8 @@ static int free_scratch(void **state)
     return 0;
 }
 
-/* The tests' own generator (splitmix64), independent of the library's. */
-static uint64_t trng_state = 1;
-
-static uint64_t trng_next(void)
-{
-    uint64_t z = (trng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float trng_range(float lo, float hi)
-{
-    double u = (double)(trng_next() >> 11) / 9007199254740992.0; /* [0,1) */
-    return (float)(lo + (hi - lo) * u);
-}
-
-static float *random_floats(size_t n, float lo, float hi)
-{
-    float *p = floats(n);
-    for (size_t i = 0; i < n; i++)
-        p[i] = trng_range(lo, hi);
-    return p;
-}
-
-/* n distinct values spaced by `gap` in random order (no max-pool ties). */
-static float *distinct_floats(size_t n, float gap)
-{
-    float *p = floats(n);
-    for (size_t i = 0; i < n; i++)
-        p[i] = ((float)i - (float)n / 2) * gap;
-    for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)(trng_next() % (i + 1));
-        float t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-    return p;
-}
-
-static float *copy_of(const float *src, size_t n)
-{
-    float *p = floats(n);
-    memcpy(p, src, n * sizeof *p);
-    return p;
-}
-
-static size_t numel4(int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    return (size_t)(n * c * h * w);
-}
-
-static elle__tensor plain(float *data, int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    return elle__tensor_make(data, n, c, h, w, ELLE__LAYOUT_PLAIN);
-}
+#define OPC_FLOATS floats
+#include "op_compare.h"
 
 /* A CPU tensor in the layout the backend picks for (c, h, w) (or `layout`
  * when >= 0), zeroed. */
@@ -204,30 +150,9 @@ static void assert_padding_zero_impl(const elle__tensor *t, const char *what, co
 }
 #define assert_padding_zero(t) assert_padding_zero_impl((t), #t, __FILE__, __LINE__)
 
-/* Elementwise closeness plus a normalised MSE bound. */
-static void assert_match_impl(const float *got, const float *want, size_t n, double atol,
-                              double rtol, const char *what, const char *file, int line)
-{
-    elle_test_close(got, want, n, atol, rtol, what, file, line);
-    double e = elle_test_nmse(got, want, n);
-    if (!(e <= NMSE_MAX)) {
-        print_error("%s: normalised MSE %.3g above %.3g\n", what, e, NMSE_MAX);
-        _fail(file, line);
-    }
-}
 #define assert_match(got, want, n, atol, rtol) \
     assert_match_impl((got), (want), (n), (atol), (rtol), #got " vs " #want, __FILE__, __LINE__)
 
-static void assert_bitwise_impl(const float *a, const float *b, size_t n, const char *what,
-                                const char *file, int line)
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
-            print_error("%s: element %zu differs: %.9g vs %.9g\n", what, i, (double)a[i],
-                        (double)b[i]);
-            _fail(file, line);
-        }
-}
 #define assert_bitwise(a, b, n) assert_bitwise_impl((a), (b), (n), #a " vs " #b, __FILE__, __LINE__)
 
 /* ---- table, layouts ------------------------------------------------------- */
@@ -898,15 +823,6 @@ static void test_cache(void **state)
 }
 
 /* ---- errors ------------------------------------------------------------- */
-
-static void assert_message_has(const char *needle)
-{
-    const char *msg = elle_error_last()->message;
-    if (!strstr(msg, needle)) {
-        print_error("message '%s' does not mention '%s'\n", msg, needle);
-        fail();
-    }
-}
 
 static void test_errors(void **state)
 {

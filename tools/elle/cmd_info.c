@@ -26,6 +26,20 @@ static void cpu_model(char *out, size_t n)
     fclose(f);
 }
 
+/* Why CUDA is not available: not compiled in, or compiled in without a
+ * usable driver or GPU (the failed create's message names the CUDA error). */
+static void cuda_reason(void)
+{
+    elle_context *ctx = NULL;
+    int rc = elle_context_create(&ctx, ELLE_BACKEND_CUDA, 0);
+    if (rc == ELLE_OK)
+        elle_context_free(ctx);
+    else if (rc == ELLE_EUNSUPPORTED)
+        printf(" (not compiled in)");
+    else
+        printf(" (compiled in; %s)", elle_error_last()->message);
+}
+
 int cmd_info(int argc, char **argv)
 {
     static const char *const flags[] = {"help", NULL};
@@ -52,6 +66,8 @@ int cmd_info(int argc, char **argv)
                elle_backend_available((elle_backend)b) ? "available" : "not available");
         if (elle_backend_available((elle_backend)b))
             printf(", %d device(s)", elle_backend_device_count((elle_backend)b));
+        else if (b == ELLE_BACKEND_CUDA)
+            cuda_reason();
         printf("\n");
     }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);

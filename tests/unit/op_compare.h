@@ -1,0 +1,113 @@
+/*
+ * What the backend-against-reference op tests share (test_cpu_ops.c,
+ * tests/cuda/test_cuda_ops.c): the tests' own random generator, input
+ * builders and the comparisons.
+ *
+ * Before including, define NMSE_MAX (the normalised-MSE bound) and
+ * OPC_FLOATS(n), the per-test host allocator the builders use (freed by the
+ * test's teardown). TRNG_SEED may set the generator's start (default 1).
+ */
+#ifndef ELLE_TEST_OP_COMPARE_H
+#define ELLE_TEST_OP_COMPARE_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "core/tensor.h"
+#include "elle_test.h"
+
+#ifndef TRNG_SEED
+#define TRNG_SEED 1
+#endif
+
+/* The tests' own generator (splitmix64), independent of the library's. */
+static uint64_t trng_state = TRNG_SEED;
+
+static uint64_t trng_next(void)
+{
+    uint64_t z = (trng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float trng_range(float lo, float hi)
+{
+    double u = (double)(trng_next() >> 11) / 9007199254740992.0; /* [0,1) */
+    return (float)(lo + (hi - lo) * u);
+}
+
+static float *random_floats(size_t n, float lo, float hi)
+{
+    float *p = OPC_FLOATS(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = trng_range(lo, hi);
+    return p;
+}
+
+/* n distinct values spaced by `gap` in random order (no max-pool ties). */
+static float *distinct_floats(size_t n, float gap)
+{
+    float *p = OPC_FLOATS(n);
+    for (size_t i = 0; i < n; i++)
+        p[i] = ((float)i - (float)n / 2) * gap;
+    for (size_t i = n - 1; i > 0; i--) {
+        size_t j = (size_t)(trng_next() % (i + 1));
+        float t = p[i];
+        p[i] = p[j];
+        p[j] = t;
+    }
+    return p;
+}
+
+static float *copy_of(const float *src, size_t n)
+{
+    float *p = OPC_FLOATS(n);
+    memcpy(p, src, n * sizeof *p);
+    return p;
+}
+
+static size_t numel4(int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    return (size_t)(n * c * h * w);
+}
+
+static elle__tensor plain(float *data, int64_t n, int64_t c, int64_t h, int64_t w)
+{
+    return elle__tensor_make(data, n, c, h, w, ELLE__LAYOUT_PLAIN);
+}
+
+/* Elementwise closeness plus a normalised MSE bound. */
+static void assert_match_impl(const float *got, const float *want, size_t n, double atol,
+                              double rtol, const char *what, const char *file, int line)
+{
+    elle_test_close(got, want, n, atol, rtol, what, file, line);
+    double e = elle_test_nmse(got, want, n);
+    if (!(e <= NMSE_MAX)) {
+        print_error("%s: normalised MSE %.3g above %.3g\n", what, e, NMSE_MAX);
+        _fail(file, line);
+    }
+}
+
+static void assert_bitwise_impl(const float *a, const float *b, size_t n, const char *what,
+                                const char *file, int line)
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+            print_error("%s: element %zu differs: %.9g vs %.9g\n", what, i, (double)a[i],
+                        (double)b[i]);
+            _fail(file, line);
+        }
+}
+
+/* The last error message names `needle`. */
+static void assert_message_has(const char *needle)
+{
+    const char *msg = elle_error_last()->message;
+    if (!strstr(msg, needle)) {
+        print_error("message '%s' does not mention '%s'\n", msg, needle);
+        fail();
+    }
+}
+
+#endif /* ELLE_TEST_OP_COMPARE_H */
