@@ -186,10 +186,27 @@ static double metric(const elle_train_metrics *m, elle_train_metric k)
     return v;
 }
 
+/* What on_epoch needs besides the metrics. */
+typedef struct epoch_printer {
+    int co_epochs;         /* epochs flagged so far */
+    const char *reg_label; /* what the first regularizer's value is called */
+} epoch_printer;
+
+/* The name of a regularizer's value R on the epoch line: E_lin for ELLE,
+ * the kind's name for the others (GradAlign's 1 - cos, LLR's gamma term,
+ * CURE's curvature, GAT's output distance). */
+static const char *reg_value_label(elle_regularizer_kind kind)
+{
+    if (kind == ELLE_REGULARIZER_ELLE)
+        return "E_lin";
+    const char *name = elle_regularizer_kind_name(kind);
+    return name ? name : "R";
+}
+
 /* One line per epoch on stdout; counts the CO-flagged epochs. */
 static int on_epoch(const elle_train_metrics *m, void *user_data)
 {
-    int *co_epochs = user_data;
+    epoch_printer *pr = user_data;
     printf("epoch %3.0f/%.0f  loss %.4f  lr %.4g", metric(m, ELLE_TRAIN_METRIC_EPOCH) + 1,
            metric(m, ELLE_TRAIN_METRIC_TOTAL_EPOCHS), metric(m, ELLE_TRAIN_METRIC_LOSS),
            metric(m, ELLE_TRAIN_METRIC_LR));
@@ -204,14 +221,14 @@ static int on_epoch(const elle_train_metrics *m, void *user_data)
     if (elle_train_metrics_has(m, ELLE_TRAIN_METRIC_PGD_TEST_ACC))
         printf(" (pgd %.2f%%)", 100 * metric(m, ELLE_TRAIN_METRIC_PGD_TEST_ACC));
     if (elle_train_metrics_has(m, ELLE_TRAIN_METRIC_REG_VALUE))
-        printf("  E_lin %.3g  lambda %.4g..%.4g  resets %.0f",
+        printf("  %s %.3g  lambda %.4g..%.4g  resets %.0f", pr->reg_label,
                metric(m, ELLE_TRAIN_METRIC_REG_VALUE), metric(m, ELLE_TRAIN_METRIC_LAMBDA_MIN),
                metric(m, ELLE_TRAIN_METRIC_LAMBDA_MAX), metric(m, ELLE_TRAIN_METRIC_LAMBDA_RESETS));
     printf("  %.1f s (%.0f img/s)", metric(m, ELLE_TRAIN_METRIC_TIME),
            metric(m, ELLE_TRAIN_METRIC_SAMPLES_PER_S));
     if (metric(m, ELLE_TRAIN_METRIC_CO_FLAG) == 1) {
         printf("  [CO?]");
-        (*co_epochs)++;
+        pr->co_epochs++;
     }
     printf("\n");
     fflush(stdout);
@@ -475,7 +492,8 @@ int cmd_train(int argc, char **argv)
     elle_trainer *t = NULL;
     elle_attack *attack = NULL, *monitor = NULL;
     elle_regularizer *regs[MAX_REGS] = {NULL};
-    int code = 0, rc, co_epochs = 0;
+    int code = 0, rc;
+    epoch_printer printer = {0, "E_lin"};
     char path[4200];
 
     if (mkdir_p(out)) {
@@ -656,7 +674,9 @@ int cmd_train(int argc, char **argv)
     }
     snprintf(path, sizeof path, "%s/log.jsonl", out);
     elle_trainer_set_path(t, ELLE_TRAIN_PATH_LOG, path);
-    elle_trainer_set_callback(t, ELLE_TRAIN_EVENT_EPOCH, on_epoch, &co_epochs);
+    if (meth.n_regs > 0)
+        printer.reg_label = reg_value_label(meth.reg[0]);
+    elle_trainer_set_callback(t, ELLE_TRAIN_EVENT_EPOCH, on_epoch, &printer);
 
     printf("training %s (%lld parameters) on %s: %lld training, %lld validation, %lld test "
            "images; method %s, eps %.5g%s; %lld epoch(s), batch %lld, schedule %s, backend %s\n",
@@ -675,7 +695,7 @@ int cmd_train(int argc, char **argv)
     }
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
     snprintf(path, sizeof path, "%s/summary.json", out);
-    if (write_summary(path, &c, t, meth.name, eps, paper, co_epochs, secs,
+    if (write_summary(path, &c, t, meth.name, eps, paper, printer.co_epochs, secs,
                       elle_model_num_params(m))) {
         fprintf(stderr, "elle train: cannot write %s\n", path);
         code = 1;
@@ -691,8 +711,8 @@ int cmd_train(int argc, char **argv)
                100 * metric(last, ELLE_TRAIN_METRIC_PGD_TEST_ACC),
                (long long)(pn < (double)tn ? (int64_t)pn : tn));
     }
-    if (co_epochs)
-        printf("; %d epoch(s) flagged as possible catastrophic overfitting", co_epochs);
+    if (printer.co_epochs)
+        printf("; %d epoch(s) flagged as possible catastrophic overfitting", printer.co_epochs);
     printf("; wrote %s/{model.safetensors%s, log.jsonl, summary.json} in %.1f s\n", out,
            val ? ", best.safetensors" : "", secs);
 done:
