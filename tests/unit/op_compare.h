@@ -3,9 +3,10 @@
  * tests/cuda/test_cuda_ops.c): the tests' own random generator, input
  * builders and the comparisons.
  *
- * Before including, define NMSE_MAX (the normalised-MSE bound) and
- * OPC_FLOATS(n), the per-test host allocator the builders use (freed by the
- * test's teardown). TRNG_SEED may set the generator's start (default 1).
+ * Before including, define OPC_FLOATS(n), the per-test host allocator the
+ * builders use (freed by the test's teardown). NMSE_MAX (the normalised-MSE
+ * bound, default 1e-10) and TRNG_SEED (the generator's start, default 1) may
+ * be set too. Everything is static inline, so a test uses what it needs.
  */
 #ifndef ELLE_TEST_OP_COMPARE_H
 #define ELLE_TEST_OP_COMPARE_H
@@ -19,11 +20,14 @@
 #ifndef TRNG_SEED
 #define TRNG_SEED 1
 #endif
+#ifndef NMSE_MAX
+#define NMSE_MAX 1e-10
+#endif
 
 /* The tests' own generator (splitmix64), independent of the library's. */
 static uint64_t trng_state = TRNG_SEED;
 
-static uint64_t trng_next(void)
+static inline uint64_t trng_next(void)
 {
     uint64_t z = (trng_state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -31,13 +35,13 @@ static uint64_t trng_next(void)
     return z ^ (z >> 31);
 }
 
-static float trng_range(float lo, float hi)
+static inline float trng_range(float lo, float hi)
 {
     double u = (double)(trng_next() >> 11) / 9007199254740992.0; /* [0,1) */
     return (float)(lo + (hi - lo) * u);
 }
 
-static float *random_floats(size_t n, float lo, float hi)
+static inline float *random_floats(size_t n, float lo, float hi)
 {
     float *p = OPC_FLOATS(n);
     for (size_t i = 0; i < n; i++)
@@ -46,7 +50,7 @@ static float *random_floats(size_t n, float lo, float hi)
 }
 
 /* n distinct values spaced by `gap` in random order (no max-pool ties). */
-static float *distinct_floats(size_t n, float gap)
+static inline float *distinct_floats(size_t n, float gap)
 {
     float *p = OPC_FLOATS(n);
     for (size_t i = 0; i < n; i++)
@@ -60,25 +64,25 @@ static float *distinct_floats(size_t n, float gap)
     return p;
 }
 
-static float *copy_of(const float *src, size_t n)
+static inline float *copy_of(const float *src, size_t n)
 {
     float *p = OPC_FLOATS(n);
     memcpy(p, src, n * sizeof *p);
     return p;
 }
 
-static size_t numel4(int64_t n, int64_t c, int64_t h, int64_t w)
+static inline size_t numel4(int64_t n, int64_t c, int64_t h, int64_t w)
 {
     return (size_t)(n * c * h * w);
 }
 
-static elle__tensor plain(float *data, int64_t n, int64_t c, int64_t h, int64_t w)
+static inline elle__tensor plain(float *data, int64_t n, int64_t c, int64_t h, int64_t w)
 {
     return elle__tensor_make(data, n, c, h, w, ELLE__LAYOUT_PLAIN);
 }
 
 /* Elementwise closeness plus a normalised MSE bound. */
-static void assert_match_impl(const float *got, const float *want, size_t n, double atol,
+static inline void assert_match_impl(const float *got, const float *want, size_t n, double atol,
                               double rtol, const char *what, const char *file, int line)
 {
     elle_test_close(got, want, n, atol, rtol, what, file, line);
@@ -89,7 +93,7 @@ static void assert_match_impl(const float *got, const float *want, size_t n, dou
     }
 }
 
-static void assert_bitwise_impl(const float *a, const float *b, size_t n, const char *what,
+static inline void assert_bitwise_impl(const float *a, const float *b, size_t n, const char *what,
                                 const char *file, int line)
 {
     for (size_t i = 0; i < n; i++)
@@ -101,7 +105,7 @@ static void assert_bitwise_impl(const float *a, const float *b, size_t n, const 
 }
 
 /* The last error message names `needle`. */
-static void assert_message_has(const char *needle)
+static inline void assert_message_has(const char *needle)
 {
     const char *msg = elle_error_last()->message;
     if (!strstr(msg, needle)) {

@@ -59,55 +59,12 @@ static int free_scratch(void **state)
     return 0;
 }
 
-static elle__tensor plain(float *data, int64_t n, int64_t c, int64_t h, int64_t w)
-{
-    return elle__tensor_make(data, n, c, h, w, ELLE__LAYOUT_PLAIN);
-}
-
-/* The tests' own generator (splitmix64), independent of the library's. */
-static uint64_t trng_state = 1;
+#define OPC_FLOATS floats
+#include "op_compare.h"
 
 static void trng_seed(uint64_t s)
 {
     trng_state = s;
-}
-
-static uint64_t trng_next(void)
-{
-    uint64_t z = (trng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static float trng_range(float lo, float hi)
-{
-    double u = (double)(trng_next() >> 11) / 9007199254740992.0; /* [0,1) */
-    return (float)(lo + (hi - lo) * u);
-}
-
-static float *random_floats(size_t n, float lo, float hi)
-{
-    float *p = floats(n);
-    for (size_t i = 0; i < n; i++)
-        p[i] = trng_range(lo, hi);
-    return p;
-}
-
-/* n distinct values spaced by `gap`, in random order: max pooling stays
- * away from ties under perturbations smaller than gap/2. */
-static float *distinct_floats(size_t n, float gap)
-{
-    float *p = floats(n);
-    for (size_t i = 0; i < n; i++)
-        p[i] = ((float)i - (float)n / 2) * gap;
-    for (size_t i = n - 1; i > 0; i--) {
-        size_t j = (size_t)(trng_next() % (i + 1));
-        float t = p[i];
-        p[i] = p[j];
-        p[j] = t;
-    }
-    return p;
 }
 
 static float *filled(size_t n, float value)
@@ -115,13 +72,6 @@ static float *filled(size_t n, float value)
     float *p = floats(n);
     for (size_t i = 0; i < n; i++)
         p[i] = value;
-    return p;
-}
-
-static float *copy_of(const float *src, size_t n)
-{
-    float *p = floats(n);
-    memcpy(p, src, n * sizeof *p);
     return p;
 }
 
