@@ -96,6 +96,14 @@ static int ones_vector(elle__backend *be, int64_t n, const float **out)
     /* the copy reads pageable memory: wait before the host buffer goes */
     if (ce == cudaSuccess)
         ce = cudaStreamSynchronize(impl->stream);
+    if (ce == cudaErrorMemoryAllocation) {
+        /* out of device memory is ELLE_ENOMEM, as for every other allocation */
+        cudaFree(dev);
+        (void)cudaGetLastError();
+        rc = elle__error_set(ELLE_ENOMEM,
+                             "cuda linear: out of device memory for %" PRId64 " ones", n);
+        goto cleanup;
+    }
     if (ce != cudaSuccess) {
         cudaFree(dev);
         rc = elle__cuda_fail(__FILE__, __LINE__, "CUDA", "allocating the ones vector",

@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads)
              int32_t *__restrict__ argmax)
 {
     const I total = g.n * g.c * g.oh * g.ow;
-    const double divisor = (double)(g.kh * g.kw);
+    const double divisor = (double)g.kh * (double)g.kw; /* kh*kw may overflow int */
     for (I o = (I)blockIdx.x * kThreads + threadIdx.x; o < total; o += (I)gridDim.x * kThreads) {
         const I ox = o % g.ow, t = o / g.ow, oy = t % g.oh, plane = t / g.oh;
         const float *xp = x + plane * g.h * g.w;
@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kThreads)
              float *__restrict__ dx)
 {
     const I total = g.n * g.c * g.h * g.w;
-    const double divisor = (double)(g.kh * g.kw);
+    const double divisor = (double)g.kh * (double)g.kw; /* kh*kw may overflow int */
     for (I i = (I)blockIdx.x * kThreads + threadIdx.x; i < total; i += (I)gridDim.x * kThreads) {
         const I ix = i % g.w, t = i / g.w, iy = t % g.h, plane = t / g.h;
         I oy0, oy1, ox0, ox1;
