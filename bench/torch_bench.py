@@ -355,9 +355,9 @@ def run_main(argv):
             x_adv = x + EPS * g.sign()
         train_step(x_adv)
 
-    def elle_step():
+    def elle_losses():
         # the reference ELLE step (spec/reference-implementations.md §2.1):
-        # FGSM point, then CE(x_adv) + lambda * E_lin with x_a, x_b = x + U[-eps, eps]
+        # FGSM point, then CE(x_adv) and E_lin with x_a, x_b = x + U[-eps, eps]
         # drawn over x tiled twice, one alpha per sample, one forward of [x_a; x_b; x_c]
         g = input_grad()
         with torch.no_grad():
@@ -374,6 +374,10 @@ def run_main(argv):
                                  reduction="none")
         e_lin = F.mse_loss(losses[2 * bs:],
                            (1.0 - alpha) * losses[:bs] + alpha * losses[bs:2 * bs])
+        return loss, e_lin
+
+    def elle_step():
+        loss, e_lin = elle_losses()
         (loss + ELLE_LAMBDA * e_lin).backward()
         opt.step()
 
@@ -383,21 +387,7 @@ def run_main(argv):
         # the reference ELLE-A step (spec/reference-implementations.md §1.5): the ELLE
         # loss with the current lambda, backward, then the rule on lin_err.item() (a
         # device-to-host read, as the reference) before the SGD step
-        g = input_grad()
-        with torch.no_grad():
-            x_adv = x + EPS * g.sign()
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(x_adv), y)
-        bs = x.shape[0]
-        x_ab = x.repeat(2, 1, 1, 1)
-        x_ab = x_ab + EPS * (2.0 * torch.rand_like(x_ab) - 1.0)
-        alpha = torch.rand(bs, 1, 1, 1, device=x.device)
-        x_c = (1.0 - alpha) * x_ab[:bs] + alpha * x_ab[bs:]
-        alpha = alpha.squeeze()
-        losses = F.cross_entropy(model(torch.cat((x_ab, x_c), dim=0)), y.repeat(3),
-                                 reduction="none")
-        e_lin = F.mse_loss(losses[2 * bs:],
-                           (1.0 - alpha) * losses[:bs] + alpha * losses[bs:2 * bs])
+        loss, e_lin = elle_losses()
         (loss + ellea["lambda"] * e_lin).backward()
         e_t, hist = e_lin.item(), ellea["history"]
         detected = False
