@@ -109,13 +109,6 @@ int elle__cpu_check_same_layout(const char *op, const char *name_a, const elle__
     return ELLE_OK;
 }
 
-int64_t elle__cpu_out_size(int64_t in, int64_t k, int64_t s, int64_t p)
-{
-    if (in + 2 * p < k)
-        return 0;
-    return (in + 2 * p - k) / s + 1;
-}
-
 /* Flat ops take a count and arrays; n == 0 is a valid empty call. */
 static int check_flat(const char *op, int64_t n, const void *x, const char *xname)
 {

@@ -77,8 +77,6 @@ int elle__cpu_check_same_shape(const char *op, const char *name_a, const elle__t
  * the elementwise loops that walk the raw buffers side by side. */
 int elle__cpu_check_same_layout(const char *op, const char *name_a, const elle__tensor *a,
                                 const char *name_b, const elle__tensor *b);
-/* Output size of a window (floor mode), 0 when it does not fit. */
-int64_t elle__cpu_out_size(int64_t in, int64_t k, int64_t s, int64_t p);
 
 /* ---- dnnl_conv.c ---------------------------------------------------------- */
 

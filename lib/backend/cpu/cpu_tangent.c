@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_internal.h"
+#include "backend/window_check.h"
 #include "core/error.h"
 
 #define PAR_MIN 32768
@@ -294,8 +295,8 @@ int elle__cpu_pool_fwd_tangent(elle__backend *be, const elle__pool_desc *pd,
     (void)ws;
     if (pd->kh <= 0 || pd->kw <= 0 || pd->sh <= 0 || pd->sw <= 0 || pd->ph < 0 || pd->pw < 0 ||
         y->n != x->n || y->c != x->c || y->layout != x->layout ||
-        y->h != elle__cpu_out_size(x->h, pd->kh, pd->sh, pd->ph) ||
-        y->w != elle__cpu_out_size(x->w, pd->kw, pd->sw, pd->pw))
+        y->h != elle__window_out(x->h, pd->kh, pd->sh, pd->ph) ||
+        y->w != elle__window_out(x->w, pd->kw, pd->sw, pd->pw))
         ELLE_FAIL(ELLE_ESHAPE,
                   "cpu %s: y %s is not the max pooling of x %s (window %" PRId64 "x%" PRId64
                   ", stride %" PRId64 ", padding %" PRId64 ")",

@@ -18,6 +18,7 @@
 
 #include "elle/error.h"
 #include "backend/cpu/dnnl_util.h"
+#include "backend/window_check.h"
 
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
 
@@ -29,34 +30,10 @@ static const char *const conv_op_name[] = {"conv2d_fwd", "conv2d_bwd_data",
 static int check_conv(const char *op, const elle__conv_desc *cd, const char *xname,
                       const elle__tensor *x, const char *yname, const elle__tensor *y)
 {
-    ELLE_TRY(elle__cpu_check_ptr(op, "conv descriptor", cd));
-    if (cd->ic <= 0 || cd->oc <= 0 || cd->kh <= 0 || cd->kw <= 0 || cd->sh <= 0 || cd->sw <= 0 ||
-        cd->ph < 0 || cd->pw < 0)
-        ELLE_FAIL(ELLE_EINVAL,
-                  "cpu %s: invalid conv descriptor (ic %" PRId64 ", oc %" PRId64
-                  ", kernel %" PRId64 "x%" PRId64 ", stride %" PRId64 "x%" PRId64
-                  ", padding %" PRId64 "x%" PRId64 ")",
-                  op, cd->ic, cd->oc, cd->kh, cd->kw, cd->sh, cd->sw, cd->ph, cd->pw);
+    ELLE_TRY(elle__check_conv_desc("cpu", op, cd));
     ELLE_TRY(elle__cpu_check_tensor(op, xname, x));
     ELLE_TRY(elle__cpu_check_tensor(op, yname, y));
-    if (x->c != cd->ic)
-        ELLE_FAIL(ELLE_ESHAPE, "cpu %s: %s %s has %" PRId64 " channels, conv expects %" PRId64, op,
-                  xname, elle__cpu_shape(x).s, x->c, cd->ic);
-    int64_t oh = elle__cpu_out_size(x->h, cd->kh, cd->sh, cd->ph);
-    int64_t ow = elle__cpu_out_size(x->w, cd->kw, cd->sw, cd->pw);
-    if (oh <= 0 || ow <= 0)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cpu %s: kernel %" PRId64 "x%" PRId64 " with padding %" PRId64 "x%" PRId64
-                  " does not fit %s %s",
-                  op, cd->kh, cd->kw, cd->ph, cd->pw, xname, elle__cpu_shape(x).s);
-    if (y->n != x->n || y->c != cd->oc || y->h != oh || y->w != ow)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cpu %s: %s is %s, expected (%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                  ") for %s %s, kernel %" PRId64 "x%" PRId64 ", stride %" PRId64 "x%" PRId64
-                  ", padding %" PRId64 "x%" PRId64,
-                  op, yname, elle__cpu_shape(y).s, x->n, cd->oc, oh, ow, xname,
-                  elle__cpu_shape(x).s, cd->kh, cd->kw, cd->sh, cd->sw, cd->ph, cd->pw);
-    return ELLE_OK;
+    return elle__check_conv_geometry("cpu", op, cd, xname, x, yname, y);
 }
 
 /* Build the primitive descriptor of `kind` for input-shaped x and

@@ -10,6 +10,7 @@
  * that wrote the workspace.
  */
 #include "backend/cpu/dnnl_util.h"
+#include "backend/window_check.h"
 
 /* The descriptor, `x` (input shaped: x or dx) and `y` (output shaped: y or
  * dy), as the reference checks them; need_data 0: shapes only (the
@@ -20,37 +21,10 @@ static int check_pool(const char *op, const elle__pool_desc *pd, const char *xna
 {
     int (*check)(const char *, const char *, const elle__tensor *) =
         need_data ? elle__cpu_check_tensor : elle__cpu_check_shape;
-    ELLE_TRY(elle__cpu_check_ptr(op, "pool descriptor", pd));
-    if (pd->kind != ELLE__POOL_MAX && pd->kind != ELLE__POOL_AVG)
-        ELLE_FAIL(ELLE_EINVAL, "cpu %s: unknown pooling kind %d", op, pd->kind);
-    if (pd->kh <= 0 || pd->kw <= 0 || pd->sh <= 0 || pd->sw <= 0 || pd->ph < 0 || pd->pw < 0)
-        ELLE_FAIL(ELLE_EINVAL,
-                  "cpu %s: invalid pool descriptor (window %" PRId64 "x%" PRId64 ", stride %" PRId64
-                  "x%" PRId64 ", padding %" PRId64 "x%" PRId64 ")",
-                  op, pd->kh, pd->kw, pd->sh, pd->sw, pd->ph, pd->pw);
-    /* PyTorch's rule; it also guarantees every max window holds a real input */
-    if (2 * pd->ph > pd->kh || 2 * pd->pw > pd->kw)
-        ELLE_FAIL(ELLE_EINVAL,
-                  "cpu %s: padding %" PRId64 "x%" PRId64 " is more than half the window %" PRId64
-                  "x%" PRId64,
-                  op, pd->ph, pd->pw, pd->kh, pd->kw);
+    ELLE_TRY(elle__check_pool_desc("cpu", op, pd));
     ELLE_TRY(check(op, xname, x));
     ELLE_TRY(check(op, yname, y));
-    int64_t oh = elle__cpu_out_size(x->h, pd->kh, pd->sh, pd->ph);
-    int64_t ow = elle__cpu_out_size(x->w, pd->kw, pd->sw, pd->pw);
-    if (oh <= 0 || ow <= 0)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cpu %s: window %" PRId64 "x%" PRId64 " with padding %" PRId64 "x%" PRId64
-                  " does not fit %s %s",
-                  op, pd->kh, pd->kw, pd->ph, pd->pw, xname, elle__cpu_shape(x).s);
-    if (y->n != x->n || y->c != x->c || y->h != oh || y->w != ow)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cpu %s: %s is %s, expected (%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                  ") for %s %s, window %" PRId64 "x%" PRId64 ", stride %" PRId64 "x%" PRId64
-                  ", padding %" PRId64 "x%" PRId64,
-                  op, yname, elle__cpu_shape(y).s, x->n, x->c, oh, ow, xname, elle__cpu_shape(x).s,
-                  pd->kh, pd->kw, pd->sh, pd->sw, pd->ph, pd->pw);
-    return ELLE_OK;
+    return elle__check_pool_geometry("cpu", op, pd, xname, x, yname, y);
 }
 
 /* Primitive descriptor (backward when bwd != 0) for input-shaped x and

@@ -135,13 +135,6 @@ int elle__cuda_check_same_shape(const char *op, const char *name_a, const elle__
     return ELLE_OK;
 }
 
-int64_t elle__cuda_window_out(int64_t in, int64_t k, int64_t s, int64_t p)
-{
-    if (in + 2 * p < k)
-        return 0;
-    return (in + 2 * p - k) / s + 1;
-}
-
 /* ---- device memory ----------------------------------------------------- */
 
 /* cudaMalloc, with running out of memory reported as ELLE_ENOMEM (the

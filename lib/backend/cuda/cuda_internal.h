@@ -133,8 +133,6 @@ int elle__cuda_check_tensor(const char *op, const char *name, const elle__tensor
 int elle__cuda_check_shape(const char *op, const char *name, const elle__tensor *t);
 int elle__cuda_check_same_shape(const char *op, const char *name_a, const elle__tensor *a,
                                 const char *name_b, const elle__tensor *b);
-/* Output size of a window (floor mode), 0 when it does not fit. */
-int64_t elle__cuda_window_out(int64_t in, int64_t k, int64_t s, int64_t p);
 
 /* ---- ops, by file (signatures as in backend.h) ------------------------ */
 

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_internal.h"
+#include "backend/window_check.h"
 #include "core/error.h"
 
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER, CONV_KINDS };
@@ -99,33 +100,10 @@ size_t elle__cuda_conv_cache_size(const elle__backend *be)
 static int check_conv(const char *op, const elle__conv_desc *cd, const char *xname,
                       const elle__tensor *x, const char *yname, const elle__tensor *y)
 {
-    ELLE_TRY(elle__cuda_check_ptr(op, "conv descriptor", cd));
-    if (cd->ic <= 0 || cd->oc <= 0 || cd->kh <= 0 || cd->kw <= 0 || cd->sh <= 0 || cd->sw <= 0 ||
-        cd->ph < 0 || cd->pw < 0)
-        ELLE_FAIL(ELLE_EINVAL,
-                  "cuda %s: invalid conv descriptor (ic %" PRId64 ", oc %" PRId64
-                  ", kernel %" PRId64 "x%" PRId64 ", stride %" PRId64 "x%" PRId64
-                  ", padding %" PRId64 "x%" PRId64 ")",
-                  op, cd->ic, cd->oc, cd->kh, cd->kw, cd->sh, cd->sw, cd->ph, cd->pw);
+    ELLE_TRY(elle__check_conv_desc("cuda", op, cd));
     ELLE_TRY(elle__cuda_check_tensor(op, xname, x));
     ELLE_TRY(elle__cuda_check_tensor(op, yname, y));
-    if (x->c != cd->ic)
-        ELLE_FAIL(ELLE_ESHAPE, "cuda %s: %s %s has %" PRId64 " channels, conv expects %" PRId64,
-                  op, xname, elle__cuda_shape(x).s, x->c, cd->ic);
-    int64_t oh = elle__cuda_window_out(x->h, cd->kh, cd->sh, cd->ph);
-    int64_t ow = elle__cuda_window_out(x->w, cd->kw, cd->sw, cd->pw);
-    if (oh <= 0 || ow <= 0)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cuda %s: kernel %" PRId64 "x%" PRId64 " with padding %" PRId64 "x%" PRId64
-                  " does not fit %s %s",
-                  op, cd->kh, cd->kw, cd->ph, cd->pw, xname, elle__cuda_shape(x).s);
-    if (y->n != x->n || y->c != cd->oc || y->h != oh || y->w != ow)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cuda %s: %s is %s, expected (%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                  ") for %s %s, kernel %" PRId64 "x%" PRId64 ", stride %" PRId64 "x%" PRId64
-                  ", padding %" PRId64 "x%" PRId64,
-                  op, yname, elle__cuda_shape(y).s, x->n, cd->oc, oh, ow, xname,
-                  elle__cuda_shape(x).s, cd->kh, cd->kw, cd->sh, cd->sw, cd->ph, cd->pw);
+    ELLE_TRY(elle__check_conv_geometry("cuda", op, cd, xname, x, yname, y));
     /* every dimension fits in int once the element counts do (all are
      * positive); the weight count is built up without overflowing */
     int too_big = elle__tensor_numel(x) > INT_MAX || elle__tensor_numel(y) > INT_MAX ||

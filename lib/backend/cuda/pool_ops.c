@@ -8,6 +8,7 @@
  * none.
  */
 #include "backend/cuda/cuda_internal.h"
+#include "backend/window_check.h"
 #include "backend/cuda/pool_kernels.h"
 #include "core/error.h"
 
@@ -19,36 +20,10 @@ static int check_pool(const char *op, const elle__pool_desc *pd, const char *xna
 {
     int (*check)(const char *, const char *, const elle__tensor *) =
         need_data ? elle__cuda_check_tensor : elle__cuda_check_shape;
-    ELLE_TRY(elle__cuda_check_ptr(op, "pool descriptor", pd));
-    if (pd->kind != ELLE__POOL_MAX && pd->kind != ELLE__POOL_AVG)
-        ELLE_FAIL(ELLE_EINVAL, "cuda %s: unknown pooling kind %d", op, pd->kind);
-    if (pd->kh <= 0 || pd->kw <= 0 || pd->sh <= 0 || pd->sw <= 0 || pd->ph < 0 || pd->pw < 0)
-        ELLE_FAIL(ELLE_EINVAL,
-                  "cuda %s: invalid pool descriptor (window %" PRId64 "x%" PRId64
-                  ", stride %" PRId64 "x%" PRId64 ", padding %" PRId64 "x%" PRId64 ")",
-                  op, pd->kh, pd->kw, pd->sh, pd->sw, pd->ph, pd->pw);
-    /* PyTorch's rule; it also guarantees every max window holds a real input */
-    if (2 * pd->ph > pd->kh || 2 * pd->pw > pd->kw)
-        ELLE_FAIL(ELLE_EINVAL,
-                  "cuda %s: padding %" PRId64 "x%" PRId64 " is more than half the window %" PRId64
-                  "x%" PRId64,
-                  op, pd->ph, pd->pw, pd->kh, pd->kw);
+    ELLE_TRY(elle__check_pool_desc("cuda", op, pd));
     ELLE_TRY(check(op, xname, x));
     ELLE_TRY(check(op, yname, y));
-    int64_t oh = elle__cuda_window_out(x->h, pd->kh, pd->sh, pd->ph);
-    int64_t ow = elle__cuda_window_out(x->w, pd->kw, pd->sw, pd->pw);
-    if (oh <= 0 || ow <= 0)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cuda %s: window %" PRId64 "x%" PRId64 " with padding %" PRId64 "x%" PRId64
-                  " does not fit %s %s",
-                  op, pd->kh, pd->kw, pd->ph, pd->pw, xname, elle__cuda_shape(x).s);
-    if (y->n != x->n || y->c != x->c || y->h != oh || y->w != ow)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cuda %s: %s is %s, expected (%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
-                  ") for %s %s, window %" PRId64 "x%" PRId64 ", stride %" PRId64 "x%" PRId64
-                  ", padding %" PRId64 "x%" PRId64,
-                  op, yname, elle__cuda_shape(y).s, x->n, x->c, oh, ow, xname,
-                  elle__cuda_shape(x).s, pd->kh, pd->kw, pd->sh, pd->sw, pd->ph, pd->pw);
+    ELLE_TRY(elle__check_pool_geometry("cuda", op, pd, xname, x, yname, y));
     if (pd->kind == ELLE__POOL_MAX && x->h * x->w > INT32_MAX)
         ELLE_FAIL(ELLE_ESHAPE, "cuda %s: %s plane %s is too large for int32 argmax indices", op,
                   xname, elle__cuda_shape(x).s);
@@ -116,8 +91,8 @@ int elle__cuda_pool_fwd_tangent(elle__backend *be, const elle__pool_desc *pd,
         return elle__cuda_pool_fwd(be, pd, xt, yt, NULL); /* linear: the same average */
     if (pd->kh <= 0 || pd->kw <= 0 || pd->sh <= 0 || pd->sw <= 0 || pd->ph < 0 || pd->pw < 0 ||
         y->n != x->n || y->c != x->c ||
-        y->h != elle__cuda_window_out(x->h, pd->kh, pd->sh, pd->ph) ||
-        y->w != elle__cuda_window_out(x->w, pd->kw, pd->sw, pd->pw))
+        y->h != elle__window_out(x->h, pd->kh, pd->sh, pd->ph) ||
+        y->w != elle__window_out(x->w, pd->kw, pd->sw, pd->pw))
         ELLE_FAIL(ELLE_ESHAPE,
                   "cuda %s: y %s is not the max pooling of x %s (window %" PRId64 "x%" PRId64
                   ", stride %" PRId64 ", padding %" PRId64 ")",
