@@ -12,7 +12,10 @@
  *   counters: the random counters agree exactly, the updated weights within
  *   tolerance;
  * - PGD's points stay in the eps-ball around x and, with clamp_image, in
- *   [0, 1].
+ *   [0, 1];
+ * - AutoAttack's components (APGD-CE, APGD-T, FAB-T, Square) on short
+ *   budgets: both backends' points stay in the ball and [0, 1], agree
+ *   normwise, and fool the model on the same samples but for at most one.
  *
  * Tolerances. Both backends compute in float, in different orders; what is
  * compared is the normwise relative error ||cuda - cpu|| / ||cpu||. The
@@ -24,7 +27,9 @@
  * zero may take the other sign on the other backend, which moves that one
  * pixel by 2 alpha (those pixels are counted and bounded separately).
  *
- * Without a CUDA device the program exits with 77 (meson: skipped).
+ * Without a CUDA device the program exits with 77 (meson: skipped). The
+ * same program also runs, in every build, on the emulated GPU of
+ * tests/cuda_emu (suite cuda_emu), where it cannot skip.
  */
 #include "elle_test.h"
 
@@ -481,7 +486,7 @@ static void check_pgd(elle_model *m, int64_t n, int clamp, int restarts, int ear
     elle_attack *a = NULL;
     assert_elle_ok(elle_attack_create(&a, m, ELLE_ATTACK_PGD));
     assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_EPS, EPS));
-    assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_ALPHA, 2.0 / 255.0));
+    assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_ALPHA, 4.0 / 255.0));
     assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_STEPS, 7));
     assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_RESTARTS, restarts));
     assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_EARLY_STOP, early));
@@ -525,6 +530,91 @@ static void test_pgd_bounds(void **state)
     elle_model_free(m);
 }
 
+/* ---- AutoAttack's components, CPU against CUDA -------------------------------- */
+
+/* The model's predicted class (argmax of the logits) per sample. */
+static void predict(elle_model *m, const float *x, int64_t n, int32_t *out)
+{
+    const int64_t k = elle_model_num_classes(m);
+    float *z = malloc((size_t)(n * k) * sizeof *z);
+    assert_non_null(z);
+    assert_elle_ok(elle_model_forward(m, x, n, z));
+    for (int64_t i = 0; i < n; i++) {
+        int32_t best = 0;
+        for (int32_t j = 1; j < k; j++)
+            if (z[i * k + j] > z[i * k + best])
+                best = j;
+        out[i] = best;
+    }
+    free(z);
+}
+
+/* One component with short budgets on both contexts from identical weights
+ * and seeds: both answers lie in the eps-ball and [0, 1], the points agree
+ * (normwise), and the two backends fool the model on the same samples but
+ * for at most one, which rounding near a decision boundary may flip. */
+static void compare_attack(world *wd, elle_attack_kind kind)
+{
+    const int64_t n = 12;
+    elle_model *mc = make_model(wd->cpu, &small_cnn, 21, n);
+    elle_model *mg = make_model(wd->gpu, &small_cnn, 21, n);
+    copy_state(mg, mc);
+    assert_elle_ok(elle_model_set_training(mc, 0));
+    assert_elle_ok(elle_model_set_training(mg, 0));
+    const int64_t count = n * image_numel(mc);
+    float *x = random_images(mc, n);
+    /* each image labelled with the model's clean prediction: every sample
+     * starts correctly classified, only the attack can fool the model */
+    int32_t y[12], pred[2][12];
+    predict(mc, x, n, y);
+    float *adv[2];
+    elle_model *models[2] = {mc, mg};
+    for (int b = 0; b < 2; b++) {
+        elle_attack *a = NULL;
+        assert_elle_ok(elle_attack_create(&a, models[b], kind));
+        assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_EPS, 4.0 / 255.0));
+        assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_SEED, 5));
+        if (kind == ELLE_ATTACK_SQUARE)
+            assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_N_QUERIES, 40));
+        else
+            assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_STEPS, 10));
+        if (kind == ELLE_ATTACK_APGD_T || kind == ELLE_ATTACK_FAB_T)
+            assert_elle_ok(elle_attack_set_param(a, ELLE_ATTACK_PARAM_N_TARGET_CLASSES, 3));
+        adv[b] = malloc((size_t)count * sizeof(float));
+        assert_non_null(adv[b]);
+        assert_elle_ok(elle_attack_perturb(a, x, y, n, adv[b]));
+        elle_attack_free(a);
+        const float eps = (float)(4.0 / 255.0);
+        for (int64_t i = 0; i < count; i++)
+            if (!(adv[b][i] >= x[i] - eps && adv[b][i] <= x[i] + eps && adv[b][i] >= 0.0f &&
+                  adv[b][i] <= 1.0f))
+                fail_msg("%s on %s: pixel %lld = %.9g leaves the ball or [0, 1] (x %.9g)",
+                         elle_attack_kind_name(kind), b ? "cuda" : "cpu", (long long)i,
+                         (double)adv[b][i], (double)x[i]);
+        predict(models[b], adv[b], n, pred[b]);
+    }
+    int differ = 0, fooled_cpu = 0;
+    for (int64_t i = 0; i < n; i++) {
+        differ += (pred[0][i] != y[i]) != (pred[1][i] != y[i]);
+        fooled_cpu += pred[0][i] != y[i];
+    }
+    printf("%s: cpu fools %d of %lld, cuda differs on %d\n", elle_attack_kind_name(kind),
+           fooled_cpu, (long long)n, differ);
+    assert_true(differ <= 1);
+    assert_rel(adv[1], adv[0], (size_t)count, 0.05, "adversarial points");
+    free(adv[0]), free(adv[1]), free(x);
+    elle_model_free(mc);
+    elle_model_free(mg);
+}
+
+static void test_autoattack_components(void **state)
+{
+    const elle_attack_kind kinds[] = {ELLE_ATTACK_APGD_CE, ELLE_ATTACK_APGD_T, ELLE_ATTACK_FAB_T,
+                                      ELLE_ATTACK_SQUARE};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        compare_attack(*state, kinds[i]);
+}
+
 int main(void)
 {
     if (elle_cuda_test_unavailable())
@@ -537,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_elle_step),
         cmocka_unit_test(test_gradalign_step),
         cmocka_unit_test(test_pgd_bounds),
+        cmocka_unit_test(test_autoattack_components),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

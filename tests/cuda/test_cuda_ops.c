@@ -19,7 +19,9 @@
  * is a single rounding are compared bit for bit; axpy and the SGD step allow
  * the one rounding a fused multiply-add saves.
  *
- * Without a CUDA device the program exits with 77 (meson: skipped).
+ * Without a CUDA device the program exits with 77 (meson: skipped). The
+ * same program also runs, in every build, on the emulated GPU of
+ * tests/cuda_emu (suite cuda_emu), where it cannot skip.
  */
 #include "elle_test.h"
 
@@ -224,6 +226,15 @@ static void test_memory(void **state)
     float *got = host_of(e, n);
     assert_bitwise_impl(got + 1, x + 3, n - 5, "copy at offsets", __FILE__, __LINE__);
     assert_true(got[0] >= 5.0f && got[n - 1] >= 5.0f); /* outside the range: untouched */
+    /* overlapping ranges of one block: memmove semantics, both directions */
+    for (int dir = 0; dir < 2; dir++) {
+        float *o = dev_of(x, n);
+        float *want = copy_of(x, n);
+        const size_t from = dir ? 2 : 5, to = dir ? 5 : 2, len = n - 9;
+        memmove(want + to, want + from, len * sizeof(float));
+        assert_elle_ok(cu.ops->copy(&cu, o + to, o + from, len * sizeof(float)));
+        assert_dev_bitwise(o, want, n);
+    }
     assert_elle_ok(cu.ops->memzero(&cu, d + 7, 13 * sizeof(float)));
     got = host_of(d, n);
     for (size_t i = 0; i < n; i++) {

@@ -87,7 +87,7 @@ typedef struct elle__cuda_impl {
     int device;              /* CUDA device index */
     cudaStream_t stream;     /* every op is queued here */
     cudnnHandle_t cudnn;     /* bound to `stream` */
-    cublasHandle_t cublas;   /* bound to `stream`, workspace set, pointer mode host */
+    cublasHandle_t cublas;   /* bound to `stream` (its default workspace pool), pointer mode host */
     void *workspace;         /* device scratch shared by the ops, grown on demand */
     size_t workspace_bytes;
     void *host_scratch;      /* pinned host scratch (small reductions), grown on demand */

@@ -253,8 +253,11 @@ static int choose_algo(cudnnHandle_t h, conv_entry *e, int kind)
     const cudnnMathType_t base = e->tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
     for (int i = 0; i < count; i++) {
         const candidate *c = &cand[i];
+        /* ALLOW_CONVERSION may run FP32 data in FP16: never, not even
+         * under ELLE_CUDA_TF32 (which promises TF32 and no less) */
         if (c->status != CUDNN_STATUS_SUCCESS || c->determinism != CUDNN_DETERMINISTIC ||
-            c->memory > WORKSPACE_CAP || (!e->tf32 && math_is_tensor_op(c->math)))
+            c->memory > WORKSPACE_CAP || c->math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ||
+            (!e->tf32 && math_is_tensor_op(c->math)))
             continue;
         /* under TF32 the descriptor takes the candidate's own math type, as
          * the heuristics ranked it; without, FMA stays, which every
@@ -361,9 +364,9 @@ static void conv_error_context(int kind, const elle__conv_desc *cd, const elle__
                                const elle__tensor *y)
 {
     elle__error_prefix("cuda %s %s -> %s, kernel %" PRId64 "x%" PRId64 " stride %" PRId64
-                       " padding %" PRId64,
+                       "x%" PRId64 " padding %" PRId64 "x%" PRId64,
                        conv_op_name[kind], elle__cuda_shape(x).s, elle__cuda_shape(y).s, cd->kh,
-                       cd->kw, cd->sh, cd->ph);
+                       cd->kw, cd->sh, cd->sw, cd->ph, cd->pw);
 }
 
 static int conv_fwd_run(elle__backend *be, const elle__conv_desc *cd, const elle__tensor *x,

@@ -17,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include "flat_kernels.h"
+#include "launch.h"
 
 namespace {
 
@@ -47,7 +48,7 @@ int launch_each(cudaStream_t stream, int64_t n, const F &f)
 {
     if (n <= 0)
         return (int)cudaSuccess;
-    each_kernel<<<grid_for(n), kThreads, 0, stream>>>(n, f);
+    ELLE_LAUNCH(grid_for(n), kThreads, stream, each_kernel<F>)(n, f);
     return (int)cudaGetLastError();
 }
 

@@ -14,6 +14,7 @@
 #include <math.h>
 
 #include "norm_kernels.h"
+#include "launch.h"
 
 namespace {
 
@@ -372,8 +373,8 @@ cudaError_t reduce(cudaStream_t stream, const In &in, int64_t n, int64_t c, int6
     const int64_t chunks = chunks_of(n, hw);
     const int64_t tasks = c * chunks;
     const int grid = (int)(tasks > kMaxGrid ? kMaxGrid : tasks);
-    bn_reduce<MODE, K><<<grid, kThreads, 0, stream>>>(in, n, c, hw, chunks, mu_d, mean, var, eps,
-                                                      part);
+    ELLE_LAUNCH(grid, kThreads, stream, bn_reduce<MODE, K>)
+        (in, n, c, hw, chunks, mu_d, mean, var, eps, part);
     return cudaGetLastError();
 }
 
@@ -385,12 +386,12 @@ cudaError_t apply(cudaStream_t stream, const In &in, int64_t n, int64_t c, int64
     const int grid = grid_of(total, kThreads);
     /* i + grid*threads must not wrap either */
     if (total + (int64_t)grid * kThreads <= (int64_t)UINT32_MAX)
-        bn_apply<MODE, unsigned><<<grid, kThreads, 0, stream>>>(
-            in, (unsigned)total, (unsigned)c, (unsigned)hw, flag, coef, out);
+        ELLE_LAUNCH(grid, kThreads, stream, bn_apply<MODE, unsigned>)
+            (in, (unsigned)total, (unsigned)c, (unsigned)hw, flag, coef, out);
     else
-        bn_apply<MODE, unsigned long long><<<grid, kThreads, 0, stream>>>(
-            in, (unsigned long long)total, (unsigned long long)c, (unsigned long long)hw, flag,
-            coef, out);
+        ELLE_LAUNCH(grid, kThreads, stream, bn_apply<MODE, unsigned long long>)
+            (in, (unsigned long long)total, (unsigned long long)c, (unsigned long long)hw, flag,
+             coef, out);
     return cudaGetLastError();
 }
 
@@ -401,10 +402,10 @@ cudaError_t apply(cudaStream_t stream, const In &in, int64_t n, int64_t c, int64
             return (int)e_;                                                          \
     } while (0)
 
-#define FIN_LAUNCH(kernel, c, stream, ...)                                                 \
-    do {                                                                                   \
-        kernel<<<grid_of((c), kFinThreads), kFinThreads, 0, (stream)>>>((c), __VA_ARGS__); \
-        TRY(cudaGetLastError());                                                           \
+#define FIN_LAUNCH(kernel, c, stream, ...)                                                         \
+    do {                                                                                           \
+        ELLE_LAUNCH(grid_of((c), kFinThreads), kFinThreads, (stream), kernel)((c), __VA_ARGS__);   \
+        TRY(cudaGetLastError());                                                                   \
     } while (0)
 
 In make_in(const float *x, const float *mask, const float *xt, const float *dy, const float *dyt)

@@ -9,6 +9,7 @@
 #include <math.h>
 
 #include "pool_kernels.h"
+#include "launch.h"
 
 namespace {
 
@@ -183,24 +184,26 @@ extern "C" int elle__cuda_launch_pool_fwd(cudaStream_t stream, const elle__cuda_
         const int64_t hw = g->h * g->w;
         const int grid = grid_of(planes, kWarps);
         if (planes * hw + (int64_t)grid * kThreads < INT32_MAX)
-            pool_global_avg<int><<<grid, kThreads, 0, stream>>>((int)planes, (int)hw, x, y);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_global_avg<int>)((int)planes, (int)hw, x, y);
         else
-            pool_global_avg<long long><<<grid, kThreads, 0, stream>>>(planes, hw, x, y);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_global_avg<long long>)(planes, hw, x, y);
         return (int)cudaGetLastError();
     }
     const int grid = grid_of(planes * g->oh * g->ow, kThreads);
     if (fits_int(*g, grid)) {
         if (is_max)
-            pool_fwd<true, int><<<grid, kThreads, 0, stream>>>(geom_as<int>(*g), x, y, argmax);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_fwd<true, int>)
+                (geom_as<int>(*g), x, y, argmax);
         else
-            pool_fwd<false, int><<<grid, kThreads, 0, stream>>>(geom_as<int>(*g), x, y, argmax);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_fwd<false, int>)
+                (geom_as<int>(*g), x, y, argmax);
     } else {
         if (is_max)
-            pool_fwd<true, long long><<<grid, kThreads, 0, stream>>>(geom_as<long long>(*g), x, y,
-                                                                     argmax);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_fwd<true, long long>)
+                (geom_as<long long>(*g), x, y, argmax);
         else
-            pool_fwd<false, long long><<<grid, kThreads, 0, stream>>>(geom_as<long long>(*g), x,
-                                                                      y, argmax);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_fwd<false, long long>)
+                (geom_as<long long>(*g), x, y, argmax);
     }
     return (int)cudaGetLastError();
 }
@@ -212,16 +215,18 @@ extern "C" int elle__cuda_launch_pool_bwd(cudaStream_t stream, const elle__cuda_
     const int grid = grid_of(g->n * g->c * g->h * g->w, kThreads);
     if (fits_int(*g, grid)) {
         if (is_max)
-            pool_bwd<true, int><<<grid, kThreads, 0, stream>>>(geom_as<int>(*g), dy, argmax, dx);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_bwd<true, int>)
+                (geom_as<int>(*g), dy, argmax, dx);
         else
-            pool_bwd<false, int><<<grid, kThreads, 0, stream>>>(geom_as<int>(*g), dy, argmax, dx);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_bwd<false, int>)
+                (geom_as<int>(*g), dy, argmax, dx);
     } else {
         if (is_max)
-            pool_bwd<true, long long><<<grid, kThreads, 0, stream>>>(geom_as<long long>(*g), dy,
-                                                                     argmax, dx);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_bwd<true, long long>)
+                (geom_as<long long>(*g), dy, argmax, dx);
         else
-            pool_bwd<false, long long><<<grid, kThreads, 0, stream>>>(geom_as<long long>(*g), dy,
-                                                                      argmax, dx);
+            ELLE_LAUNCH(grid, kThreads, stream, pool_bwd<false, long long>)
+                (geom_as<long long>(*g), dy, argmax, dx);
     }
     return (int)cudaGetLastError();
 }
@@ -233,9 +238,10 @@ extern "C" int elle__cuda_launch_pool_max_tangent(cudaStream_t stream,
 {
     const int grid = grid_of(g->n * g->c * g->oh * g->ow, kThreads);
     if (fits_int(*g, grid))
-        pool_max_tangent<int><<<grid, kThreads, 0, stream>>>(geom_as<int>(*g), argmax, xt, yt);
+        ELLE_LAUNCH(grid, kThreads, stream, pool_max_tangent<int>)
+            (geom_as<int>(*g), argmax, xt, yt);
     else
-        pool_max_tangent<long long><<<grid, kThreads, 0, stream>>>(geom_as<long long>(*g), argmax,
-                                                                   xt, yt);
+        ELLE_LAUNCH(grid, kThreads, stream, pool_max_tangent<long long>)
+            (geom_as<long long>(*g), argmax, xt, yt);
     return (int)cudaGetLastError();
 }

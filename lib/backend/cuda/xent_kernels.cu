@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include "xent_kernels.h"
+#include "launch.h"
 
 namespace {
 
@@ -161,7 +162,7 @@ int elle__cuda_launch_xent_fwd(cudaStream_t stream, int64_t n, int64_t k, const 
 {
     if (n <= 0 || k <= 0)
         return (int)cudaSuccess;
-    xent_fwd_kernel<<<grid_for_rows(n), kThreads, 0, stream>>>(n, k, z, labels, loss);
+    ELLE_LAUNCH(grid_for_rows(n), kThreads, stream, xent_fwd_kernel)(n, k, z, labels, loss);
     return (int)cudaGetLastError();
 }
 
@@ -170,7 +171,7 @@ int elle__cuda_launch_xent_bwd(cudaStream_t stream, int64_t n, int64_t k, const 
 {
     if (n <= 0 || k <= 0)
         return (int)cudaSuccess;
-    xent_bwd_kernel<<<grid_for_rows(n), kThreads, 0, stream>>>(n, k, z, labels, coef, dz);
+    ELLE_LAUNCH(grid_for_rows(n), kThreads, stream, xent_bwd_kernel)(n, k, z, labels, coef, dz);
     return (int)cudaGetLastError();
 }
 
@@ -180,8 +181,8 @@ int elle__cuda_launch_xent_tangent(cudaStream_t stream, int64_t n, int64_t k, co
 {
     if (n <= 0 || k <= 0)
         return (int)cudaSuccess;
-    xent_tangent_kernel<<<grid_for_rows(n), kThreads, 0, stream>>>(n, k, z, labels, coef, gcoef,
-                                                                    zt, dzt, loss_t);
+    ELLE_LAUNCH(grid_for_rows(n), kThreads, stream, xent_tangent_kernel)
+        (n, k, z, labels, coef, gcoef, zt, dzt, loss_t);
     return (int)cudaGetLastError();
 }
 
