@@ -155,9 +155,13 @@ static cublasStatus_t scalars(const char *call, cublasHandle_t h, const float *a
         elle_emu_is_device_range(beta, sizeof *beta) != want)
         return fail(INVALID, call, "alpha and beta must be %s memory in pointer mode %s",
                     want ? "device" : "host", want ? "DEVICE" : "HOST");
-    /* device memory is host memory in the emulation: read it either way */
+    /* in DEVICE mode the device reads them */
+    if (want)
+        elle_emu_device_begin();
     *a = *alpha;
     *b = *beta;
+    if (want)
+        elle_emu_device_end();
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -209,6 +213,7 @@ cublasStatus_t cublasSgemm_64(cublasHandle_t h, cublasOperation_t transa,
     TRY(device(call, "C", C, cbytes));
     if (overlap(C, cbytes, A, abytes) || overlap(C, cbytes, B, bbytes))
         return fail(INVALID, call, "C overlaps %s", overlap(C, cbytes, A, abytes) ? "A" : "B");
+    elle_emu_device_begin();
     for (int64_t j = 0; j < n; j++)
         for (int64_t i = 0; i < m; i++) {
             double acc = 0;
@@ -218,6 +223,7 @@ cublasStatus_t cublasSgemm_64(cublasHandle_t h, cublasOperation_t transa,
             float *c = &C[i + j * ldc];
             *c = (float)(b == 0 ? a * acc : a * acc + b * *c);
         }
+    elle_emu_device_end();
     return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -253,6 +259,7 @@ cublasStatus_t cublasSgemv_64(cublasHandle_t h, cublasOperation_t trans, int64_t
     TRY(device(call, "y", y, ybytes));
     if (overlap(y, ybytes, A, abytes) || overlap(y, ybytes, x, xbytes))
         return fail(INVALID, call, "y overlaps %s", overlap(y, ybytes, A, abytes) ? "A" : "x");
+    elle_emu_device_begin();
     for (int64_t i = 0; i < ylen; i++) {
         double acc = 0;
         for (int64_t l = 0; a != 0 && l < xlen; l++)
@@ -260,5 +267,6 @@ cublasStatus_t cublasSgemv_64(cublasHandle_t h, cublasOperation_t trans, int64_t
         float *yi = &y[i * incy];
         *yi = (float)(b == 0 ? a * acc : a * acc + b * *yi);
     }
+    elle_emu_device_end();
     return CUBLAS_STATUS_SUCCESS;
 }

@@ -467,8 +467,10 @@ static cudnnStatus_t conv_run(const char *call, int kind, cudnnHandle_t h, const
     double *acc = calloc((size_t)count[o], sizeof *acc);
     if (!acc)
         return fail(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED, call, "out of host memory");
+    elle_emu_device_begin();
     conv_sum(&g, kind, x, w, y, acc);
     store(out, acc, count[o], a, b);
+    elle_emu_device_end();
     free(acc);
     return CUDNN_STATUS_SUCCESS;
 }
@@ -540,6 +542,7 @@ cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void *alpha, const cudnnTens
                            ad4[3] == 1 ? 0 : 1};
     const float *pa = A;
     float *pc = C;
+    elle_emu_device_begin();
     for (int64_t n = 0, i = 0; n < cd4[0]; n++)
         for (int64_t c = 0; c < cd4[1]; c++)
             for (int64_t y = 0; y < cd4[2]; y++)
@@ -547,6 +550,7 @@ cudnnStatus_t cudnnAddTensor(cudnnHandle_t h, const void *alpha, const cudnnTens
                     const double v = a * pa[n * st[0] + c * st[1] + y * st[2] + x * st[3]];
                     pc[i] = (float)(b == 0 ? v : v + b * pc[i]);
                 }
+    elle_emu_device_end();
     return CUDNN_STATUS_SUCCESS;
 }
 
@@ -574,6 +578,7 @@ cudnnStatus_t cudnnConvolutionBackwardBias(cudnnHandle_t h, const void *alpha,
     const float *py = dy;
     float *pb = db;
     const int64_t hw = (int64_t)dyd->h * dyd->w;
+    elle_emu_device_begin();
     for (int64_t k = 0; k < dyd->c; k++) {
         double sum = 0;
         for (int64_t n = 0; n < dyd->n; n++)
@@ -581,5 +586,6 @@ cudnnStatus_t cudnnConvolutionBackwardBias(cudnnHandle_t h, const void *alpha,
                 sum += py[(n * dyd->c + k) * hw + i];
         store(&pb[k], &sum, 1, a, b);
     }
+    elle_emu_device_end();
     return CUDNN_STATUS_SUCCESS;
 }

@@ -292,6 +292,7 @@ void run_grid(dim3 grid, dim3 block, const void *key, void (*body)(void *), void
         set_last_error(cudaErrorInvalidConfiguration);
         return;
     }
+    elle_emu_device_begin();
     blk.body = body;
     blk.body_ctx = ctx;
     blockDim = block;
@@ -309,11 +310,13 @@ void run_grid(dim3 grid, dim3 block, const void *key, void (*body)(void *), void
         } else if (!run_block_coroutines((unsigned)nthreads, block)) {
             elle_emu_report("CUDA", "kernel launch", "divergent barrier or shuffle (see above)");
             set_last_error(cudaErrorLaunchFailure);
+            elle_emu_device_end();
             return;
         }
     }
     if (!direct && !blk.barrier_seen)
         barrier_free.insert(key);
+    elle_emu_device_end();
 }
 
 } // namespace elle_emu

@@ -10,9 +10,17 @@
  * cudaMalloc gave. Refusals are printed to stderr and returned as the
  * runtime's error codes.
  *
+ * Device memory is mmap'd, and PROT_NONE whenever the emulated device is
+ * not working on it (cuda_runtime_api.h): host code that dereferences a
+ * device pointer faults as it would on a GPU.
+ *
  * ELLE_CUDA_EMU_DEVICES sets the device count (default 1; 0 emulates a
- * machine without a GPU).
+ * machine without a GPU); ELLE_CUDA_EMU_PROTECT=0 leaves device memory
+ * readable by the host.
  */
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -40,6 +48,7 @@ size_t allocated = 0;
 std::set<cudaStream_t> streams;
 std::set<void *> host_allocations;
 thread_local cudaError_t last_error = cudaSuccess;
+int device_depth = 0; /* nesting of elle_emu_device_begin; under mu */
 thread_local int current_device = 0;
 
 cudaError_t fail(cudaError_t err, const char *call, const char *message)
@@ -87,6 +96,38 @@ bool touches_device(const void *p, size_t bytes)
     return it->first + it->second > a;
 }
 
+bool protecting()
+{
+    static int on = -1;
+    if (on < 0) {
+        const char *e = std::getenv("ELLE_CUDA_EMU_PROTECT");
+        on = !(e && e[0] == '0');
+    }
+    return on == 1;
+}
+
+size_t mapped_bytes(size_t size)
+{
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (size + page - 1) / page * page;
+}
+
+/* Caller holds mu. */
+void protect(uintptr_t start, size_t size, bool open)
+{
+    if (protecting() &&
+        mprotect((void *)start, mapped_bytes(size), open ? PROT_READ | PROT_WRITE : PROT_NONE)) {
+        std::perror("cuda emulator: mprotect");
+        std::abort();
+    }
+}
+
+/* Opens device memory to the emulated device for its lifetime. */
+struct DeviceWork {
+    DeviceWork() { elle_emu_device_begin(); }
+    ~DeviceWork() { elle_emu_device_end(); }
+};
+
 bool stream_ok(cudaStream_t s)
 {
     std::lock_guard<std::mutex> lock(mu);
@@ -112,6 +153,22 @@ int elle_emu_is_device_range(const void *p, size_t bytes)
 void elle_emu_report(const char *lib, const char *call, const char *message)
 {
     std::fprintf(stderr, "cuda emulator: %s %s: %s\n", lib, call, message);
+}
+
+void elle_emu_device_begin(void)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    if (device_depth++ == 0)
+        for (const auto &a : allocations)
+            protect(a.first, a.second, true);
+}
+
+void elle_emu_device_end(void)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    if (--device_depth == 0)
+        for (const auto &a : allocations)
+            protect(a.first, a.second, false);
 }
 
 size_t elle_emu_live_allocations(void)
@@ -220,9 +277,11 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
             return cudaErrorMemoryAllocation; /* an expected outcome: no report */
         }
     }
-    /* 256-byte aligned, as cudaMalloc promises */
-    void *p = std::aligned_alloc(256, (size + 255) / 256 * 256);
-    if (!p) {
+    /* page-aligned (cudaMalloc promises 256 bytes), so the pages can be
+     * protected */
+    void *p = mmap(nullptr, mapped_bytes(size), PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
         last_error = cudaErrorMemoryAllocation;
         return cudaErrorMemoryAllocation;
     }
@@ -230,6 +289,7 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
     std::lock_guard<std::mutex> lock(mu);
     allocations[(uintptr_t)p] = size;
     allocated += size;
+    protect((uintptr_t)p, size, device_depth > 0);
     *ptr = p;
     return cudaSuccess;
 }
@@ -244,8 +304,8 @@ cudaError_t cudaFree(void *ptr)
         return fail(cudaErrorInvalidDevicePointer, "cudaFree",
                     "not the start of a live cudaMalloc allocation");
     allocated -= it->second;
+    munmap(ptr, mapped_bytes(it->second));
     allocations.erase(it);
-    std::free(ptr);
     return cudaSuccess;
 }
 
@@ -314,6 +374,7 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpy
     if (d < s + count && s < d + count)
         return fail(cudaErrorInvalidValue, "cudaMemcpyAsync",
                     "overlapping source and destination (undefined for cudaMemcpy)");
+    DeviceWork work;
     std::memcpy(dst, src, count);
     return cudaSuccess;
 }
@@ -332,6 +393,7 @@ cudaError_t cudaMemsetAsync(void *ptr, int value, size_t count, cudaStream_t str
     if (!is_device(ptr, count))
         return fail(cudaErrorInvalidValue, "cudaMemsetAsync",
                     "not device memory of that size");
+    DeviceWork work;
     std::memset(ptr, value, count);
     return cudaSuccess;
 }

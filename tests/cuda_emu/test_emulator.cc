@@ -3,8 +3,8 @@
  * shared memory, a missing barrier shows, shuffles exchange lanes, every
  * thread of a 3-D grid runs once with its indices, and misuse (divergent
  * barriers, partial shuffles, impossible launch configurations, host
- * pointers given to kernels or to copies, bad frees) fails the way the
- * emulator promises. Runs in both thread orders (ELLE_CUDA_EMU_ORDER).
+ * pointers given to kernels or to copies, bad frees, the host touching
+ * device memory) fails the way the emulator promises. Runs in both thread orders (ELLE_CUDA_EMU_ORDER).
  */
 #include <cmath>
 #include <cstdarg>
@@ -13,6 +13,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <setjmp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <vector>
 
 extern "C" {
@@ -37,6 +40,15 @@ T *dev_alloc(size_t n)
     return static_cast<T *>(p);
 }
 
+/* The host reads device memory only through copies (it faults otherwise). */
+template <class T>
+std::vector<T> to_host(const T *d, size_t n)
+{
+    std::vector<T> h(n);
+    assert_int_equal(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+    return h;
+}
+
 __global__ void rotate_synced(int *out)
 {
     __shared__ int sh[kBlock];
@@ -57,27 +69,29 @@ __global__ void rotate_unsynced(int *out)
 void barrier_orders_shared_memory(void **state)
 {
     (void)state;
-    int *d = dev_alloc<int>(3 * kBlock);
-    ELLE_LAUNCH(3, kBlock, nullptr, rotate_synced)(d);
+    int *dd = dev_alloc<int>(3 * kBlock);
+    ELLE_LAUNCH(3, kBlock, nullptr, rotate_synced)(dd);
     assert_int_equal(cudaGetLastError(), cudaSuccess);
+    const std::vector<int> d = to_host(dd, 3 * kBlock);
     for (int b = 0; b < 3; b++)
         for (int t = 0; t < kBlock; t++)
             assert_int_equal(d[b * kBlock + t], (t + 1) % kBlock + 1000 * b);
-    cudaFree(d);
+    cudaFree(dd);
 }
 
 void missing_barrier_changes_the_result(void **state)
 {
     (void)state;
-    int *d = dev_alloc<int>(3 * kBlock);
-    ELLE_LAUNCH(3, kBlock, nullptr, rotate_unsynced)(d);
+    int *dd = dev_alloc<int>(3 * kBlock);
+    ELLE_LAUNCH(3, kBlock, nullptr, rotate_unsynced)(dd);
     assert_int_equal(cudaGetLastError(), cudaSuccess);
+    const std::vector<int> d = to_host(dd, 3 * kBlock);
     int wrong = 0;
     for (int b = 0; b < 3; b++)
         for (int t = 0; t < kBlock; t++)
             wrong += d[b * kBlock + t] != (t + 1) % kBlock + 1000 * b;
     assert_true(wrong > 0); /* a stale read, in either thread order */
-    cudaFree(d);
+    cudaFree(dd);
 }
 
 __global__ void warp_sums(double *out)
@@ -93,9 +107,10 @@ __global__ void warp_sums(double *out)
 void shuffle_exchanges_lanes(void **state)
 {
     (void)state;
-    double *d = dev_alloc<double>(128);
-    ELLE_LAUNCH(1, 64, nullptr, warp_sums)(d);
+    double *dd = dev_alloc<double>(128);
+    ELLE_LAUNCH(1, 64, nullptr, warp_sums)(dd);
     assert_int_equal(cudaGetLastError(), cudaSuccess);
+    const std::vector<double> d = to_host(dd, 128);
     for (int t = 0; t < 64; t++) {
         const int w0 = t / 32 * 32;
         double want = 0;
@@ -104,7 +119,7 @@ void shuffle_exchanges_lanes(void **state)
         assert_true(d[t] == want);
         assert_true(d[64 + t] == (double)(t ^ 1));
     }
-    cudaFree(d);
+    cudaFree(dd);
 }
 
 __global__ void write_ids(int *hits, uint3 *where)
@@ -121,11 +136,13 @@ void every_thread_runs_once(void **state)
     (void)state;
     const dim3 grid(3, 2, 2), block(4, 3, 2);
     const size_t n = 3 * 2 * 2 * 4 * 3 * 2;
-    int *hits = dev_alloc<int>(n);
-    uint3 *where = dev_alloc<uint3>(n);
-    std::memset(hits, 0, n * sizeof(int));
-    ELLE_LAUNCH(grid, block, nullptr, write_ids)(hits, where);
+    int *dhits = dev_alloc<int>(n);
+    uint3 *dwhere = dev_alloc<uint3>(n);
+    assert_int_equal(cudaMemset(dhits, 0, n * sizeof(int)), cudaSuccess);
+    ELLE_LAUNCH(grid, block, nullptr, write_ids)(dhits, dwhere);
     assert_int_equal(cudaGetLastError(), cudaSuccess);
+    const std::vector<int> hits = to_host(dhits, n);
+    const std::vector<uint3> where = to_host(dwhere, n);
     for (size_t i = 0; i < n; i++) {
         assert_int_equal(hits[i], 1);
         const size_t t = i % 24;
@@ -133,8 +150,8 @@ void every_thread_runs_once(void **state)
         assert_int_equal(where[i].y, t / 4 % 3);
         assert_int_equal(where[i].z, t / 12);
     }
-    cudaFree(hits);
-    cudaFree(where);
+    cudaFree(dhits);
+    cudaFree(dwhere);
 }
 
 __global__ void divergent_barrier(int *out)
@@ -186,8 +203,8 @@ void runtime_checks_memory(void **state)
     (void)state;
     float *d = dev_alloc<float>(16);
     /* unwritten device memory reads as NaN */
-    for (int i = 0; i < 16; i++)
-        assert_true(std::isnan(d[i]));
+    for (float v : to_host(d, 16))
+        assert_true(std::isnan(v));
     float h[16] = {0};
     assert_int_equal(cudaMemcpy(d, h, sizeof h, cudaMemcpyHostToDevice), cudaSuccess);
     assert_int_equal(cudaMemcpy(h, d, sizeof h, cudaMemcpyHostToDevice), cudaErrorInvalidValue);
@@ -211,6 +228,39 @@ void runtime_checks_memory(void **state)
     assert_int_equal(cudaGetLastError(), cudaSuccess); /* read and reset */
 }
 
+/* The host dereferencing a device pointer faults, as on a GPU: the bug
+ * "host code reads device memory outside the API's copies" cannot pass. */
+void host_cannot_touch_device_memory(void **state)
+{
+    (void)state;
+    const char *e = std::getenv("ELLE_CUDA_EMU_PROTECT");
+    if (e && e[0] == '0')
+        skip();
+    float *d = dev_alloc<float>(4);
+    for (int write = 0; write <= 1; write++) {
+        const pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            signal(SIGSEGV, SIG_DFL); /* not cmocka's handler */
+            volatile float *p = d;
+            if (write)
+                p[1] = 1.0f;
+            else
+                (void)p[1];
+            _exit(0);
+        }
+        int status = 0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFSIGNALED(status));
+        assert_int_equal(WTERMSIG(status), SIGSEGV);
+    }
+    /* while the device works on it (a copy), the same memory is reachable */
+    const float h[4] = {1, 2, 3, 4};
+    assert_int_equal(cudaMemcpy(d, h, sizeof h, cudaMemcpyHostToDevice), cudaSuccess);
+    assert_true(to_host(d, 4)[3] == 4.0f);
+    cudaFree(d);
+}
+
 } // namespace
 
 int main(void)
@@ -222,6 +272,7 @@ int main(void)
         cmocka_unit_test(every_thread_runs_once),
         cmocka_unit_test(misuse_fails_the_launch),
         cmocka_unit_test(runtime_checks_memory),
+        cmocka_unit_test(host_cannot_touch_device_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,6 +11,13 @@
  * catches). New allocations are filled with 0xFF bytes (NaN floats), so code
  * that reads memory it never wrote sees NaN, not a lucky zero.
  *
+ * As on a real GPU, the host cannot touch device memory: its pages are
+ * mapped PROT_NONE except while the emulated device works on them (a
+ * kernel, a copy or memset, an emulated cuDNN / cuBLAS call, each between
+ * elle_emu_device_begin and _end), so host code that dereferences a device
+ * pointer faults (SIGSEGV) instead of silently working.
+ * ELLE_CUDA_EMU_PROTECT=0 turns this off, to debug.
+ *
  * Streams are accepted and ignored: every call completes before it returns,
  * which is one legal schedule of the asynchronous API.
  */
@@ -81,6 +88,10 @@ int elle_emu_is_device_range(const void *p, size_t bytes);
 /* Record an error of the emulated vendor libraries: printed to stderr with
  * the call's name, so a failing test shows why the emulator refused. */
 void elle_emu_report(const char *lib, const char *call, const char *message);
+/* Open / close the device's access to device memory (nested; the
+ * emulated GPU's own work only). */
+void elle_emu_device_begin(void);
+void elle_emu_device_end(void);
 /* Set by the runtime when a stream was created and not destroyed, etc.:
  * the number of live allocations (cudaMalloc) and streams, for the leak
  * check of the emulated tests. */
