@@ -45,6 +45,7 @@ constexpr size_t kDeviceBytes = (size_t)16 << 30;
 std::mutex mu;
 std::map<uintptr_t, size_t> allocations; /* start -> bytes */
 size_t allocated = 0;
+size_t malloc_calls = 0;
 std::set<cudaStream_t> streams;
 std::set<void *> host_allocations;
 thread_local cudaError_t last_error = cudaSuccess;
@@ -177,6 +178,12 @@ size_t elle_emu_live_allocations(void)
     return allocations.size();
 }
 
+size_t elle_emu_malloc_calls(void)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    return malloc_calls;
+}
+
 size_t elle_emu_live_streams(void)
 {
     std::lock_guard<std::mutex> lock(mu);
@@ -289,6 +296,7 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
     std::lock_guard<std::mutex> lock(mu);
     allocations[(uintptr_t)p] = size;
     allocated += size;
+    malloc_calls++;
     protect((uintptr_t)p, size, device_depth > 0);
     *ptr = p;
     return cudaSuccess;

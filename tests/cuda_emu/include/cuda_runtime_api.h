@@ -96,6 +96,8 @@ void elle_emu_device_end(void);
  * the number of live allocations (cudaMalloc) and streams, for the leak
  * check of the emulated tests. */
 size_t elle_emu_live_allocations(void);
+/* Successful cudaMalloc calls since the program started. */
+size_t elle_emu_malloc_calls(void);
 size_t elle_emu_live_streams(void);
 
 #ifdef __cplusplus
