@@ -598,8 +598,13 @@ static void compare_attack(world *wd, elle_attack_kind kind)
         differ += (pred[0][i] != y[i]) != (pred[1][i] != y[i]);
         fooled_cpu += pred[0][i] != y[i];
     }
-    printf("%s: cpu fools %d of %lld, cuda differs on %d\n", elle_attack_kind_name(kind),
-           fooled_cpu, (long long)n, differ);
+    double dd = 0.0, nn = 0.0;
+    for (int64_t i = 0; i < count; i++) {
+        dd += ((double)adv[1][i] - adv[0][i]) * ((double)adv[1][i] - adv[0][i]);
+        nn += (double)adv[0][i] * adv[0][i];
+    }
+    printf("%s: cpu fools %d of %lld, cuda differs on %d, points differ by %.2g (normwise)\n",
+           elle_attack_kind_name(kind), fooled_cpu, (long long)n, differ, sqrt(dd / nn));
     assert_true(differ <= 1);
     assert_rel(adv[1], adv[0], (size_t)count, 0.05, "adversarial points");
     free(adv[0]), free(adv[1]), free(x);
