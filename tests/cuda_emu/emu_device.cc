@@ -24,7 +24,7 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
+#include <atomic>
 #include <set>
 #include <string_view>
 #include <vector>
@@ -66,7 +66,11 @@ struct Block {
 
 Block blk;
 std::set<const void *> barrier_free; /* kernels that ran without barriers */
-std::mutex launch_mutex;             /* one launch at a time per process */
+/* A launch in progress: blocks run on shared state, so one at a time. Set
+ * while the grid runs; still set at the next launch only when the last one
+ * never returned (a fault inside a kernel, caught by a test framework's
+ * signal handler), and then nothing can be trusted any more. */
+std::atomic<bool> in_launch{false};
 
 bool reverse_order()
 {
@@ -280,7 +284,12 @@ void check_kernel_pointer(const void *key, int index, const void *p)
 
 void run_grid(dim3 grid, dim3 block, const void *key, void (*body)(void *), void *ctx)
 {
-    std::lock_guard<std::mutex> lock(launch_mutex);
+    if (in_launch.exchange(true)) {
+        std::fprintf(stderr, "cuda emulator: a kernel launch began while another was running "
+                             "(a fault inside the previous kernel, or launches from two "
+                             "threads); stopping\n");
+        std::abort();
+    }
     const uint64_t nthreads = (uint64_t)block.x * block.y * block.z;
     if (block.x == 0 || block.y == 0 || block.z == 0 || block.x > 1024 || block.y > 1024 ||
         block.z > 64 || nthreads > kMaxThreads || grid.x == 0 || grid.y == 0 || grid.z == 0 ||
@@ -290,6 +299,7 @@ void run_grid(dim3 grid, dim3 block, const void *key, void (*body)(void *), void
                       grid.x, grid.y, grid.z, block.x, block.y, block.z);
         elle_emu_report("CUDA", "kernel launch", msg);
         set_last_error(cudaErrorInvalidConfiguration);
+        in_launch = false;
         return;
     }
     elle_emu_device_begin();
@@ -311,12 +321,14 @@ void run_grid(dim3 grid, dim3 block, const void *key, void (*body)(void *), void
             elle_emu_report("CUDA", "kernel launch", "divergent barrier or shuffle (see above)");
             set_last_error(cudaErrorLaunchFailure);
             elle_emu_device_end();
+            in_launch = false;
             return;
         }
     }
     if (!direct && !blk.barrier_seen)
         barrier_free.insert(key);
     elle_emu_device_end();
+    in_launch = false;
 }
 
 } // namespace elle_emu

@@ -12,7 +12,8 @@
  *
  * Device memory is mmap'd, and PROT_NONE whenever the emulated device is
  * not working on it (cuda_runtime_api.h): host code that dereferences a
- * device pointer faults as it would on a GPU.
+ * device pointer faults as it would on a GPU. Each allocation ends at a
+ * guard page, so running past its end faults too.
  *
  * ELLE_CUDA_EMU_DEVICES sets the device count (default 1; 0 emulates a
  * machine without a GPU); ELLE_CUDA_EMU_PROTECT=0 leaves device memory
@@ -107,17 +108,33 @@ bool protecting()
     return on == 1;
 }
 
-size_t mapped_bytes(size_t size)
+size_t page_bytes()
 {
-    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    return (size + page - 1) / page * page;
+    static const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return page;
+}
+
+/* An allocation's layout: [guard page][data pages][guard page], the data
+ * placed at the END of its pages (256-aligned, as cudaMalloc promises), so
+ * a kernel or library that runs past the end of an allocation by more than
+ * the alignment slack hits the guard page and faults. The guards are never
+ * opened. */
+size_t data_span(size_t size)
+{
+    const size_t page = page_bytes(), r = (size + 255) / 256 * 256;
+    return (r + page - 1) / page * page;
+}
+
+uintptr_t data_pages(uintptr_t p)
+{
+    return p & ~(uintptr_t)(page_bytes() - 1);
 }
 
 /* Caller holds mu. */
 void protect(uintptr_t start, size_t size, bool open)
 {
-    if (protecting() &&
-        mprotect((void *)start, mapped_bytes(size), open ? PROT_READ | PROT_WRITE : PROT_NONE)) {
+    if (protecting() && mprotect((void *)data_pages(start), data_span(size),
+                                 open ? PROT_READ | PROT_WRITE : PROT_NONE)) {
         std::perror("cuda emulator: mprotect");
         std::abort();
     }
@@ -284,11 +301,16 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
             return cudaErrorMemoryAllocation; /* an expected outcome: no report */
         }
     }
-    /* page-aligned (cudaMalloc promises 256 bytes), so the pages can be
-     * protected */
-    void *p = mmap(nullptr, mapped_bytes(size), PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
+    const size_t page = page_bytes(), span = data_span(size);
+    char *base = static_cast<char *>(mmap(nullptr, span + 2 * page, PROT_NONE,
+                                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0));
+    if (base == MAP_FAILED) {
+        last_error = cudaErrorMemoryAllocation;
+        return cudaErrorMemoryAllocation;
+    }
+    void *p = base + page + span - (size + 255) / 256 * 256;
+    if (mprotect(base + page, span, PROT_READ | PROT_WRITE)) {
+        munmap(base, span + 2 * page);
         last_error = cudaErrorMemoryAllocation;
         return cudaErrorMemoryAllocation;
     }
@@ -312,7 +334,8 @@ cudaError_t cudaFree(void *ptr)
         return fail(cudaErrorInvalidDevicePointer, "cudaFree",
                     "not the start of a live cudaMalloc allocation");
     allocated -= it->second;
-    munmap(ptr, mapped_bytes(it->second));
+    munmap((void *)(data_pages((uintptr_t)ptr) - page_bytes()),
+           data_span(it->second) + 2 * page_bytes());
     allocations.erase(it);
     return cudaSuccess;
 }

@@ -4,7 +4,8 @@
  * thread of a 3-D grid runs once with its indices, and misuse (divergent
  * barriers, partial shuffles, impossible launch configurations, host
  * pointers given to kernels or to copies, bad frees, the host touching
- * device memory) fails the way the emulator promises. Runs in both thread orders (ELLE_CUDA_EMU_ORDER).
+ * device memory, a kernel running past an allocation) fails the way the
+ * emulator promises. Runs in both thread orders (ELLE_CUDA_EMU_ORDER).
  */
 #include <cmath>
 #include <cstdarg>
@@ -261,6 +262,34 @@ void host_cannot_touch_device_memory(void **state)
     cudaFree(d);
 }
 
+__global__ void write_at(float *p, int i)
+{
+    if (threadIdx.x == 0)
+        p[i] = 1.0f;
+}
+
+/* A kernel that writes past the end of an allocation (a size with no
+ * alignment slack) hits the guard page; the last element is fine. */
+void overrun_faults(void **state)
+{
+    (void)state;
+    float *d = dev_alloc<float>(64); /* 256 bytes: ends on the guard page */
+    ELLE_LAUNCH(1, 32, nullptr, write_at)(d, 63);
+    assert_int_equal(cudaGetLastError(), cudaSuccess);
+    const pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        signal(SIGSEGV, SIG_DFL);
+        ELLE_LAUNCH(1, 32, nullptr, write_at)(d, 64);
+        _exit(0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGSEGV);
+    cudaFree(d);
+}
+
 } // namespace
 
 int main(void)
@@ -273,6 +302,7 @@ int main(void)
         cmocka_unit_test(misuse_fails_the_launch),
         cmocka_unit_test(runtime_checks_memory),
         cmocka_unit_test(host_cannot_touch_device_memory),
+        cmocka_unit_test(overrun_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
