@@ -82,24 +82,8 @@ expect 2 "--bs wants" -- "$elle" eval --weights x --attack autoattack --bs 0
 expect 0 "--batch" -- "$elle" bench --help
 
 # A tiny MNIST-shaped data set: class k images are bright in row band k.
-"$python" - "$tmp/data" <<'PY' || { echo "FAIL: cannot generate data"; exit 1; }
-import gzip, os, random, struct, sys
-d = sys.argv[1]; os.makedirs(d)
-random.seed(0)
-def write(split, n):
-    labels = [i % 10 for i in range(n)]
-    pix = bytearray()
-    for k in labels:
-        for r in range(28):
-            for c in range(28):
-                v = 200 if 2 * k <= r < 2 * k + 3 else 0
-                pix.append(min(255, v + random.randrange(40)))
-    with gzip.open(os.path.join(d, f"{split}-images-idx3-ubyte.gz"), "wb") as f:
-        f.write(struct.pack(">IIII", 2051, n, 28, 28) + bytes(pix))
-    with open(os.path.join(d, f"{split}-labels-idx1-ubyte"), "wb") as f:
-        f.write(struct.pack(">II", 2049, n) + bytes(labels))
-write("train", 320); write("t10k", 100)
-PY
+"$python" "$(dirname -- "$0")/tiny_mnist.py" "$tmp/data" ||
+    { echo "FAIL: cannot generate data"; exit 1; }
 
 expect 0 "final test accuracy" -- "$elle" train --dataset mnist --data "$tmp/data" \
     --epochs 3 --batch 32 --val-size 32 --lr 0.05 --out "$tmp/run" --threads 1
