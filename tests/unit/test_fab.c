@@ -30,14 +30,8 @@
 #include "attacks/autoattack_internal.h"
 #include "nn/models/models.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static double frand(void) /* xorshift64, U[0,1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
-}
+#define TEST_RAND_SEED 0x9E3779B97F4A7C15ull
+#include "test_rand.h"
 static double nrand(void)
 {
     double u = frand() + 1e-12, v = frand();

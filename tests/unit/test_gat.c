@@ -32,14 +32,8 @@ static const elle_backend backends[] = {ELLE_BACKEND_REFERENCE, ELLE_BACKEND_CPU
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static double frand(void) /* xorshift64, U[0,1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
-}
+#define TEST_RAND_SEED 0x2545F4914F6CDD1Dull
+#include "test_rand.h"
 
 typedef struct spec {
     const char *arch;

@@ -19,14 +19,8 @@
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-static uint64_t lcg_state = 88172645463325252ull;
-static double frand(void) /* xorshift, U[0,1) */
-{
-    lcg_state ^= lcg_state << 13;
-    lcg_state ^= lcg_state >> 7;
-    lcg_state ^= lcg_state << 17;
-    return (double)(lcg_state >> 11) * (1.0 / 9007199254740992.0);
-}
+#define TEST_RAND_SEED 88172645463325252ull
+#include "test_rand.h"
 
 typedef struct spec {
     const char *arch;

@@ -23,14 +23,8 @@
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-static uint64_t rng_state = 88172645463325252ull;
-static double frand(void) /* xorshift, U[0,1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) * (1.0 / 9007199254740992.0);
-}
+#define TEST_RAND_SEED 88172645463325252ull
+#include "test_rand.h"
 
 enum { C = 1, H = 12, W = 12, D = C * H * W, K = 5 };
 
