@@ -63,31 +63,19 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* Per-test host and device memory, released by each test's teardown. */
-#define MAX_SCRATCH 4096
-static void *host_scratch[MAX_SCRATCH], *dev_scratch[MAX_SCRATCH];
-static int n_host, n_dev;
+/* Per-test host memory (op_compare.h's scratch) and device memory, both
+ * released by each test's teardown. */
+#define TRNG_SEED 7
+#include "op_compare.h"
 
-static void *hmem(size_t bytes)
-{
-    assert_true(n_host < MAX_SCRATCH);
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
-    assert_non_null(p);
-    memset(p, 0, rounded ? rounded : 64);
-    host_scratch[n_host++] = p;
-    return p;
-}
-
-static float *hfloats(size_t n)
-{
-    return hmem(n * sizeof(float));
-}
+#define MAX_DEV_SCRATCH 4096
+static void *dev_scratch[MAX_DEV_SCRATCH];
+static int n_dev;
 
 /* Device memory from the backend's allocator (zero-filled by contract). */
 static void *dmem(size_t bytes)
 {
-    assert_true(n_dev < MAX_SCRATCH);
+    assert_true(n_dev < MAX_DEV_SCRATCH);
     void *p = NULL;
     assert_elle_ok(cu.ops->alloc(&cu, bytes ? bytes : 4, &p));
     assert_non_null(p);
@@ -98,11 +86,10 @@ static void *dmem(size_t bytes)
 static int free_scratch(void **state)
 {
     (void)state;
-    for (int i = 0; i < n_host; i++)
-        free(host_scratch[i]);
+    scratch_free_all();
     for (int i = 0; i < n_dev; i++)
         cu.ops->free(&cu, dev_scratch[i]);
-    n_host = n_dev = 0;
+    n_dev = 0;
     return 0;
 }
 
@@ -124,14 +111,11 @@ static int32_t *dev_of_i32(const int32_t *h, size_t n)
 /* Host copy of n device floats (waits for the queued work). */
 static float *host_of(const float *d, size_t n)
 {
-    float *h = hfloats(n);
+    float *h = scratch_floats(n);
     assert_elle_ok(cu.ops->copy_to_host(&cu, h, d, n * sizeof(float)));
     return h;
 }
 
-#define OPC_FLOATS hfloats
-#define TRNG_SEED 7
-#include "op_compare.h"
 
 /* A dirty device buffer: what a WRITTEN output starts from. */
 static float *dev_dirty(size_t n)
@@ -202,7 +186,7 @@ static void test_memory(void **state)
         void *p = NULL;
         assert_elle_ok(cu.ops->alloc(&cu, n * sizeof(float), &p));
         assert_true(((uintptr_t)p & 63) == 0);
-        float *h = hfloats(n);
+        float *h = scratch_floats(n);
         memset(h, 0xff, n * sizeof(float));
         assert_elle_ok(cu.ops->copy_to_host(&cu, h, p, n * sizeof(float)));
         for (size_t i = 0; i < n; i++)
@@ -289,7 +273,7 @@ static void run_conv_case(const conv_case *cc)
 
     /* forward */
     elle__tensor rx = plain(x, cc->n, cc->ic, cc->h, cc->w);
-    elle__tensor ry = plain(hfloats(ny), cc->n, cc->oc, oh, ow);
+    elle__tensor ry = plain(scratch_floats(ny), cc->n, cc->oc, oh, ow);
     assert_elle_ok(ref.ops->conv2d_fwd(&ref, &cd, &rx, w, b, &ry));
     elle__tensor cx = plain(x_d, cc->n, cc->ic, cc->h, cc->w);
     elle__tensor cy = plain(dev_dirty(ny), cc->n, cc->oc, oh, ow);
@@ -298,7 +282,7 @@ static void run_conv_case(const conv_case *cc)
 
     /* backward data (written) */
     elle__tensor rdy = plain(dy, cc->n, cc->oc, oh, ow);
-    elle__tensor rdx = plain(hfloats(nx), cc->n, cc->ic, cc->h, cc->w);
+    elle__tensor rdx = plain(scratch_floats(nx), cc->n, cc->ic, cc->h, cc->w);
     assert_elle_ok(ref.ops->conv2d_bwd_data(&ref, &cd, &rdy, w, &rdx));
     elle__tensor cdy = plain(dy_d, cc->n, cc->oc, oh, ow);
     elle__tensor cdx = plain(dev_dirty(nx), cc->n, cc->ic, cc->h, cc->w);
@@ -383,8 +367,8 @@ static void run_bn_case(int64_t n, int64_t c, int64_t h, int64_t w, int fuse)
     float *gamma_d = dev_of(gamma, nc), *beta_d = dev_of(beta, nc);
     float *rm0_d = dev_of(rm0, nc), *rv0_d = dev_of(rv0, nc);
 
-    elle__tensor rx = plain(x, n, c, h, w), ry = plain(hfloats(nx), n, c, h, w);
-    elle__tensor rdy = plain(dy, n, c, h, w), rdx = plain(hfloats(nx), n, c, h, w);
+    elle__tensor rx = plain(x, n, c, h, w), ry = plain(scratch_floats(nx), n, c, h, w);
+    elle__tensor rdy = plain(dy, n, c, h, w), rdx = plain(scratch_floats(nx), n, c, h, w);
     elle__tensor cx = plain(dev_of(x, nx), n, c, h, w), cy = plain(dev_dirty(nx), n, c, h, w);
     elle__tensor cdy = plain(dev_of(dy, nx), n, c, h, w);
     elle__tensor cdx = plain(dev_dirty(nx), n, c, h, w);
@@ -397,7 +381,7 @@ static void run_bn_case(int64_t n, int64_t c, int64_t h, int64_t w, int fuse)
     /* training forward twice: the running statistics after two updates */
     float *rrm = copy_of(rm0, nc), *rrv = copy_of(rv0, nc);
     float *crm = dev_of(rm0, nc), *crv = dev_of(rv0, nc);
-    float *rsm = hfloats(nc), *rsv = hfloats(nc);
+    float *rsm = scratch_floats(nc), *rsv = scratch_floats(nc);
     float *csm = dev_dirty(nc), *csv = dev_dirty(nc);
     for (int rep = 0; rep < 2; rep++) {
         assert_elle_ok(ref.ops->bn_fwd_train(&ref, &bd, &rx, gamma, beta, rrm, rrv, &ry, rsm, rsv,
@@ -485,12 +469,12 @@ static void test_bn_normalize_use(void **state)
     const size_t nx = numel4(2, 3, 4, 4);
     float *x = random_floats(nx, 0, 1), *dy = random_floats(nx, -1, 1);
     float *kd = dev_of(k, 12);
-    elle__tensor rx = plain(x, 2, 3, 4, 4), ry = plain(hfloats(nx), 2, 3, 4, 4);
+    elle__tensor rx = plain(x, 2, 3, 4, 4), ry = plain(scratch_floats(nx), 2, 3, 4, 4);
     elle__tensor cx = plain(dev_of(x, nx), 2, 3, 4, 4), cy = plain(dev_dirty(nx), 2, 3, 4, 4);
     assert_elle_ok(ref.ops->bn_fwd_infer(&ref, &bd, &rx, k, k + 3, k + 6, k + 9, &ry, NULL));
     assert_elle_ok(cu.ops->bn_fwd_infer(&cu, &bd, &cx, kd, kd + 3, kd + 6, kd + 9, &cy, NULL));
     assert_dev_match(cy.data, ry.data, nx, ATOL, RTOL);
-    elle__tensor rdy = plain(dy, 2, 3, 4, 4), rdx = plain(hfloats(nx), 2, 3, 4, 4);
+    elle__tensor rdy = plain(dy, 2, 3, 4, 4), rdx = plain(scratch_floats(nx), 2, 3, 4, 4);
     elle__tensor cdy = plain(dev_of(dy, nx), 2, 3, 4, 4), cdx = plain(dev_dirty(nx), 2, 3, 4, 4);
     assert_elle_ok(ref.ops->bn_bwd(&ref, &bd, 0, &rx, &ry, &rdy, k, k + 6, k + 9, NULL, &rdx,
                                    NULL, NULL));
@@ -523,7 +507,7 @@ static void test_bn_tangent(void **state)
                 float *rm_d = dev_of(rm, nc), *rv_d = dev_of(rv, nc);
                 elle__tensor rx = plain(x, n, c, h, w), rxt = plain(xt, n, c, h, w);
                 elle__tensor rdy = plain(dy, n, c, h, w), rdyt = plain(dyt, n, c, h, w);
-                elle__tensor ry = plain(hfloats(nx), n, c, h, w);
+                elle__tensor ry = plain(scratch_floats(nx), n, c, h, w);
                 elle__tensor cx = plain(dev_of(x, nx), n, c, h, w);
                 elle__tensor cxt = plain(dev_of(xt, nx), n, c, h, w);
                 elle__tensor cdy = plain(dev_of(dy, nx), n, c, h, w);
@@ -532,7 +516,7 @@ static void test_bn_tangent(void **state)
                 size_t wsb = cu.ops->bn_workspace_bytes(&cu, &bd, &cx);
                 void *ws = wsb ? dmem(wsb) : NULL;
                 /* each backend's own forward: its y, statistics and workspace */
-                float *sm = hfloats(nc), *sv = hfloats(nc);
+                float *sm = scratch_floats(nc), *sv = scratch_floats(nc);
                 float *sm_d = dev_dirty(nc), *sv_d = dev_dirty(nc);
                 if (training) {
                     float *rm2 = copy_of(rm, nc), *rv2 = copy_of(rv, nc);
@@ -550,7 +534,7 @@ static void test_bn_tangent(void **state)
                 const float *mean = training ? sm : rm, *var = training ? sv : rv;
                 const float *mean_d = training ? sm_d : rm_d, *var_d = training ? sv_d : rv_d;
 
-                elle__tensor ryt = plain(hfloats(nx), n, c, h, w);
+                elle__tensor ryt = plain(scratch_floats(nx), n, c, h, w);
                 elle__tensor cyt = plain(dev_dirty(nx), n, c, h, w);
                 assert_elle_ok(ref.ops->bn_fwd_tangent(&ref, &bd, training, &rx, &ry, &rxt, gamma,
                                                        mean, var, NULL, &ryt));
@@ -563,9 +547,9 @@ static void test_bn_tangent(void **state)
                                                       gamma_d, mean_d, var_d, ws, &alias));
                 assert_dev_match(alias.data, ryt.data, nx, ATOL, RTOL);
 
-                elle__tensor rdxt = plain(hfloats(nx), n, c, h, w);
+                elle__tensor rdxt = plain(scratch_floats(nx), n, c, h, w);
                 elle__tensor cdxt = plain(dev_dirty(nx), n, c, h, w);
-                float *gr = hfloats(nc), *br = hfloats(nc), *start = hfloats(nc);
+                float *gr = scratch_floats(nc), *br = scratch_floats(nc), *start = scratch_floats(nc);
                 for (size_t i = 0; i < nc; i++) /* accumulate onto a common start */
                     gr[i] = br[i] = start[i] = 0.25f;
                 float *gc = dev_of(start, nc), *bc = dev_of(start, nc);
@@ -582,7 +566,7 @@ static void test_bn_tangent(void **state)
                 assert_elle_ok(cu.ops->bn_bwd_tangent(&cu, &bd, training, &cx, &cy, &cxt, &cdy,
                                                       &cdyt, gamma_d, mean_d, var_d, ws, NULL, gc,
                                                       NULL));
-                float *twice = hfloats(nc);
+                float *twice = scratch_floats(nc);
                 for (size_t i = 0; i < nc; i++)
                     twice[i] = 0.25f + 2.0f * (gr[i] - 0.25f);
                 assert_dev_match(gc, twice, nc, ATOL, RTOL);
@@ -607,8 +591,8 @@ static void test_relu_add(void **state)
         if (nx > 1)
             a[1] = -0.0f;
         elle__tensor ra = plain(a, n, c, h, w), rb = plain(b, n, c, h, w);
-        elle__tensor ry = plain(hfloats(nx), n, c, h, w), rdy = plain(dy, n, c, h, w);
-        elle__tensor rdx = plain(hfloats(nx), n, c, h, w);
+        elle__tensor ry = plain(scratch_floats(nx), n, c, h, w), rdy = plain(dy, n, c, h, w);
+        elle__tensor rdx = plain(scratch_floats(nx), n, c, h, w);
         elle__tensor ca = plain(dev_of(a, nx), n, c, h, w), cb = plain(dev_of(b, nx), n, c, h, w);
         elle__tensor cy = plain(dev_dirty(nx), n, c, h, w);
         elle__tensor cdy = plain(dev_of(dy, nx), n, c, h, w);
@@ -651,8 +635,8 @@ static void run_pool_case(int kind, int64_t n, int64_t c, int64_t h, int64_t w, 
     const size_t nx = numel4(n, c, h, w), ny = numel4(n, c, oh, ow);
     float *x = distinct_floats(nx, 1e-2f), *dy = random_floats(ny, -1, 1);
     float *xt = random_floats(nx, -1, 1);
-    elle__tensor rx = plain(x, n, c, h, w), ry = plain(hfloats(ny), n, c, oh, ow);
-    elle__tensor rdy = plain(dy, n, c, oh, ow), rdx = plain(hfloats(nx), n, c, h, w);
+    elle__tensor rx = plain(x, n, c, h, w), ry = plain(scratch_floats(ny), n, c, oh, ow);
+    elle__tensor rdy = plain(dy, n, c, oh, ow), rdx = plain(scratch_floats(nx), n, c, h, w);
     elle__tensor cx = plain(dev_of(x, nx), n, c, h, w), cy = plain(dev_dirty(ny), n, c, oh, ow);
     elle__tensor cdy = plain(dev_of(dy, ny), n, c, oh, ow);
     elle__tensor cdx = plain(dev_dirty(nx), n, c, h, w);
@@ -661,7 +645,7 @@ static void run_pool_case(int kind, int64_t n, int64_t c, int64_t h, int64_t w, 
     elle__tensor xnd = cx, ynd = cy; /* arena planning: no memory yet */
     xnd.data = ynd.data = NULL;
     assert_int_equal(cu.ops->pool_workspace_bytes(&cu, &pd, &xnd, &ynd), cwsb);
-    void *rws = rwsb ? hmem(rwsb) : NULL, *cws = cwsb ? dmem(cwsb) : NULL;
+    void *rws = rwsb ? scratch_mem(rwsb) : NULL, *cws = cwsb ? dmem(cwsb) : NULL;
 
     assert_elle_ok(ref.ops->pool_fwd(&ref, &pd, &rx, &ry, rws));
     assert_elle_ok(cu.ops->pool_fwd(&cu, &pd, &cx, &cy, cws));
@@ -674,7 +658,7 @@ static void run_pool_case(int kind, int64_t n, int64_t c, int64_t h, int64_t w, 
     assert_dev_match(cdx.data, rdx.data, nx, 1e-6, 1e-5);
 
     /* tangent: max gathers xt at the forward's argmax (exact), avg pools xt */
-    elle__tensor rxt = plain(xt, n, c, h, w), ryt = plain(hfloats(ny), n, c, oh, ow);
+    elle__tensor rxt = plain(xt, n, c, h, w), ryt = plain(scratch_floats(ny), n, c, oh, ow);
     elle__tensor cxt = plain(dev_of(xt, nx), n, c, h, w);
     elle__tensor cyt = plain(dev_dirty(ny), n, c, oh, ow);
     assert_elle_ok(ref.ops->pool_fwd_tangent(&ref, &pd, &rx, &ry, rws, &rxt, &ryt));
@@ -712,13 +696,13 @@ static void run_linear_case(int64_t n, int64_t c, int64_t h, int64_t w, int64_t 
     float *b = bias ? random_floats(nb, -1, 1) : NULL;
     float *dy = random_floats(ny, -1, 1);
     float *wt_d = dev_of(wt, nw), *b_d = b ? dev_of(b, nb) : NULL;
-    elle__tensor rx = plain(x, n, c, h, w), ry = plain(hfloats(ny), n, out, 1, 1);
+    elle__tensor rx = plain(x, n, c, h, w), ry = plain(scratch_floats(ny), n, out, 1, 1);
     elle__tensor cx = plain(dev_of(x, nx), n, c, h, w), cy = plain(dev_dirty(ny), n, out, 1, 1);
     assert_elle_ok(ref.ops->linear_fwd(&ref, &rx, wt, b, &ry));
     assert_elle_ok(cu.ops->linear_fwd(&cu, &cx, wt_d, b_d, &cy));
     assert_dev_match(cy.data, ry.data, ny, ATOL, RTOL);
 
-    elle__tensor rdy = plain(dy, n, out, 1, 1), rdx = plain(hfloats(nx), n, c, h, w);
+    elle__tensor rdy = plain(dy, n, out, 1, 1), rdx = plain(scratch_floats(nx), n, c, h, w);
     elle__tensor cdy = plain(dev_of(dy, ny), n, out, 1, 1), cdx = plain(dev_dirty(nx), n, c, h, w);
     assert_elle_ok(ref.ops->linear_bwd_data(&ref, &rdy, wt, &rdx));
     assert_elle_ok(cu.ops->linear_bwd_data(&cu, &cdy, wt_d, &cdx));
@@ -764,7 +748,7 @@ static void run_xent_case(int64_t n, int64_t k, int huge)
         z[2 * k + (k > 3 ? 3 : 0)] = 1e30f;
         z[3 * k + 0] = -1e30f;
     }
-    int32_t *labels = hmem(nn * sizeof(int32_t));
+    int32_t *labels = scratch_mem(nn * sizeof(int32_t));
     for (int64_t i = 0; i < n; i++)
         labels[i] = (int32_t)(trng_next() % (uint64_t)k);
     float *coef = random_floats(nn, 0.1f, 0.5f), *gcoef = random_floats(nn, -1, 1);
@@ -773,7 +757,7 @@ static void run_xent_case(int64_t n, int64_t k, int huge)
     int32_t *labels_d = dev_of_i32(labels, nn);
     elle__tensor rz = plain(z, n, k, 1, 1), cz = plain(z_d, n, k, 1, 1);
 
-    float *rl = hfloats(nn), *cl = dev_dirty(nn);
+    float *rl = scratch_floats(nn), *cl = dev_dirty(nn);
     assert_elle_ok(ref.ops->xent_fwd(&ref, &rz, labels, rl));
     assert_elle_ok(cu.ops->xent_fwd(&cu, &cz, labels_d, cl));
     float *got = host_of(cl, nn);
@@ -781,7 +765,7 @@ static void run_xent_case(int64_t n, int64_t k, int huge)
         assert_true(isfinite(got[i]));
     assert_match_impl(got, rl, nn, 1e-6, 1e-6, "xent_fwd", __FILE__, __LINE__);
 
-    elle__tensor rd = plain(hfloats(nz), n, k, 1, 1), cd = plain(dev_dirty(nz), n, k, 1, 1);
+    elle__tensor rd = plain(scratch_floats(nz), n, k, 1, 1), cd = plain(dev_dirty(nz), n, k, 1, 1);
     assert_elle_ok(ref.ops->xent_bwd(&ref, &rz, labels, coef, &rd));
     assert_elle_ok(cu.ops->xent_bwd(&cu, &cz, labels_d, coef_d, &cd));
     got = host_of(cd.data, nz);
@@ -794,8 +778,8 @@ static void run_xent_case(int64_t n, int64_t k, int huge)
         return; /* the tangent's p * zt is not defined with 1e30 logits in the reference test */
     elle__tensor rzt = plain(zt, n, k, 1, 1), czt = plain(dev_of(zt, nz), n, k, 1, 1);
     for (int with = 0; with <= 1; with++) {
-        elle__tensor rdt = plain(hfloats(nz), n, k, 1, 1), cdt = plain(dev_dirty(nz), n, k, 1, 1);
-        float *rlt = hfloats(nn), *clt = dev_dirty(nn);
+        elle__tensor rdt = plain(scratch_floats(nz), n, k, 1, 1), cdt = plain(dev_dirty(nz), n, k, 1, 1);
+        float *rlt = scratch_floats(nn), *clt = dev_dirty(nn);
         assert_elle_ok(ref.ops->xent_tangent(&ref, &rz, labels, coef, with ? gcoef : NULL, &rzt,
                                              &rdt, with ? rlt : NULL));
         assert_elle_ok(cu.ops->xent_tangent(&cu, &cz, labels_d, coef_d, with ? gcoef_d : NULL,
@@ -840,7 +824,7 @@ static void test_flat_ops(void **state)
             x[2] = NAN;
         }
         float *xd = dev_of(x, un);
-        float *ry = hfloats(un), *cy = dev_dirty(un);
+        float *ry = scratch_floats(un), *cy = dev_dirty(un);
         assert_elle_ok(ref.ops->sign(&ref, n, x, ry));
         assert_elle_ok(cu.ops->sign(&cu, n, xd, cy));
         assert_dev_bitwise(cy, ry, un);
@@ -906,7 +890,7 @@ static void test_sgd_update(void **state)
                 const size_t un = (size_t)n;
                 const float wd = wdi ? 5e-4f : 0.0f;
                 float *p0 = random_floats(un, -1, 1);
-                float *rp = copy_of(p0, un), *rb = hfloats(un);
+                float *rp = copy_of(p0, un), *rb = scratch_floats(un);
                 float *cp = dev_of(p0, un), *cb = dmem(un * 4);
                 for (int step = 0; step < 3; step++) {
                     float *g = random_floats(un, -1, 1);
@@ -929,7 +913,7 @@ static void test_project_linf(void **state)
         const int64_t nsamp = big ? 301 : 7;
         const size_t n = (size_t)(nsamp * per);
         float *x0 = random_floats(n, 0, 1);
-        float *x = hfloats(n);
+        float *x = scratch_floats(n);
         for (size_t i = 0; i < n; i++)
             x[i] = x0[i] + trng_range(-0.1f, 0.1f);
         float *eps_s = random_floats((size_t)nsamp, 0.0f, 0.06f);
@@ -966,7 +950,7 @@ static void test_uniform(void **state)
     };
     for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
         const size_t n = (size_t)cases[s].n;
-        float *r = hfloats(n), *c = dev_dirty(n);
+        float *r = scratch_floats(n), *c = dev_dirty(n);
         assert_elle_ok(ref.ops->uniform(&ref, cases[s].n, cases[s].seed, cases[s].counter, -0.03f,
                                         0.03f, r));
         assert_elle_ok(cu.ops->uniform(&cu, cases[s].n, cases[s].seed, cases[s].counter, -0.03f,
@@ -974,7 +958,7 @@ static void test_uniform(void **state)
         assert_dev_bitwise(c, r, n);
     }
     /* into a slice off the 16-byte grid */
-    float *r = hfloats(1003), *c = dev_dirty(1003);
+    float *r = scratch_floats(1003), *c = dev_dirty(1003);
     float *c0 = host_of(c, 1003);
     memcpy(r, c0, 1003 * sizeof(float));
     assert_elle_ok(ref.ops->uniform(&ref, 1001, 3, 17, 0.0f, 1.0f, r + 1));

@@ -3,15 +3,17 @@
  * tests/cuda/test_cuda_ops.c): the tests' own random generator, input
  * builders and the comparisons.
  *
- * Before including, define OPC_FLOATS(n), the per-test host allocator the
- * builders use (freed by the test's teardown). NMSE_MAX (the normalised-MSE
- * bound, default 1e-10) and TRNG_SEED (the generator's start, default 1) may
- * be set too. Everything is static inline, so a test uses what it needs.
+ * Host memory comes from a per-test scratch list (scratch_mem,
+ * scratch_floats) that each test's teardown empties (scratch_free_all).
+ * NMSE_MAX (the normalised-MSE bound, default 1e-10) and TRNG_SEED (the
+ * generator's start, default 1) may be set before including. Everything is
+ * static inline, so a test uses what it needs.
  */
 #ifndef ELLE_TEST_OP_COMPARE_H
 #define ELLE_TEST_OP_COMPARE_H
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/tensor.h"
@@ -23,6 +25,34 @@
 #ifndef NMSE_MAX
 #define NMSE_MAX 1e-10
 #endif
+
+/* Per-test host memory: 64-byte aligned, zeroed, freed by scratch_free_all. */
+#define SCRATCH_MAX 4096
+static void *scratch_list[SCRATCH_MAX];
+static int scratch_count;
+
+static inline void *scratch_mem(size_t bytes)
+{
+    assert_true(scratch_count < SCRATCH_MAX);
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void *p = aligned_alloc(64, rounded ? rounded : 64);
+    assert_non_null(p);
+    memset(p, 0, rounded ? rounded : 64);
+    scratch_list[scratch_count++] = p;
+    return p;
+}
+
+static inline float *scratch_floats(size_t n)
+{
+    return scratch_mem(n * sizeof(float));
+}
+
+static inline void scratch_free_all(void)
+{
+    for (int i = 0; i < scratch_count; i++)
+        free(scratch_list[i]);
+    scratch_count = 0;
+}
 
 /* The tests' own generator (splitmix64), independent of the library's. */
 static uint64_t trng_state = TRNG_SEED;
@@ -43,7 +73,7 @@ static inline float trng_range(float lo, float hi)
 
 static inline float *random_floats(size_t n, float lo, float hi)
 {
-    float *p = OPC_FLOATS(n);
+    float *p = scratch_floats(n);
     for (size_t i = 0; i < n; i++)
         p[i] = trng_range(lo, hi);
     return p;
@@ -52,7 +82,7 @@ static inline float *random_floats(size_t n, float lo, float hi)
 /* n distinct values spaced by `gap` in random order (no max-pool ties). */
 static inline float *distinct_floats(size_t n, float gap)
 {
-    float *p = OPC_FLOATS(n);
+    float *p = scratch_floats(n);
     for (size_t i = 0; i < n; i++)
         p[i] = ((float)i - (float)n / 2) * gap;
     for (size_t i = n - 1; i > 0; i--) {
@@ -66,7 +96,7 @@ static inline float *distinct_floats(size_t n, float gap)
 
 static inline float *copy_of(const float *src, size_t n)
 {
-    float *p = OPC_FLOATS(n);
+    float *p = scratch_floats(n);
     memcpy(p, src, n * sizeof *p);
     return p;
 }

@@ -62,38 +62,14 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* Per-test memory (64-byte aligned, zeroed), freed by each test's teardown. */
-#define MAX_SCRATCH 1024
-static void *scratch[MAX_SCRATCH];
-static int n_scratch;
-
-static void *mem(size_t bytes)
-{
-    assert_true(n_scratch < MAX_SCRATCH);
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void *p = aligned_alloc(64, rounded ? rounded : 64);
-    assert_non_null(p);
-    memset(p, 0, rounded ? rounded : 64);
-    scratch[n_scratch++] = p;
-    return p;
-}
-
-static float *floats(size_t n)
-{
-    return mem(n * sizeof(float));
-}
+#include "op_compare.h"
 
 static int free_scratch(void **state)
 {
     (void)state;
-    for (int i = 0; i < n_scratch; i++)
-        free(scratch[i]);
-    n_scratch = 0;
+    scratch_free_all();
     return 0;
 }
-
-#define OPC_FLOATS floats
-#include "op_compare.h"
 
 /* A CPU tensor in the layout the backend picks for (c, h, w) (or `layout`
  * when >= 0), zeroed. */
@@ -104,7 +80,7 @@ static elle__tensor cpu_empty(int64_t n, int64_t c, int64_t h, int64_t w, int la
     elle__tensor t = elle__tensor_make(NULL, n, c, h, w, layout);
     size_t bytes = cpu.ops->tensor_bytes(&cpu, &t);
     assert_true(bytes >= numel4(n, c, h, w) * sizeof(float));
-    t.data = mem(bytes);
+    t.data = scratch_mem(bytes);
     return t;
 }
 
@@ -120,7 +96,7 @@ static elle__tensor cpu_from(const float *src, int64_t n, int64_t c, int64_t h, 
 /* The plain values of a CPU tensor. */
 static float *cpu_values(const elle__tensor *t)
 {
-    float *p = floats(numel4(t->n, t->c, t->h, t->w));
+    float *p = scratch_floats(numel4(t->n, t->c, t->h, t->w));
     assert_elle_ok(cpu.ops->to_plain(&cpu, t, p));
     return p;
 }
@@ -262,7 +238,7 @@ static void run_conv_case(const conv_case *cc)
 
     /* forward */
     elle__tensor rx = plain(x, cc->n, cc->ic, cc->h, cc->w);
-    elle__tensor ry = plain(floats(ny), cc->n, cc->oc, oh, ow);
+    elle__tensor ry = plain(scratch_floats(ny), cc->n, cc->oc, oh, ow);
     assert_elle_ok(ref.ops->conv2d_fwd(&ref, &cd, &rx, w, b, &ry));
     const int xl = cc->xl ? cc->xl - 1 : -1, yl = cc->yl ? cc->yl - 1 : -1;
     elle__tensor cx = cpu_from(x, cc->n, cc->ic, cc->h, cc->w, xl);
@@ -273,7 +249,7 @@ static void run_conv_case(const conv_case *cc)
 
     /* backward data (written: dx starts dirty) */
     elle__tensor rdy = plain(dy, cc->n, cc->oc, oh, ow);
-    elle__tensor rdx = plain(floats(nx), cc->n, cc->ic, cc->h, cc->w);
+    elle__tensor rdx = plain(scratch_floats(nx), cc->n, cc->ic, cc->h, cc->w);
     assert_elle_ok(ref.ops->conv2d_bwd_data(&ref, &cd, &rdy, w, &rdx));
     elle__tensor cdy = cpu_from(dy, cc->n, cc->oc, oh, ow, yl);
     elle__tensor cdx = cpu_from(random_floats(nx, 5, 6), cc->n, cc->ic, cc->h, cc->w, xl);
@@ -294,7 +270,7 @@ static void run_conv_case(const conv_case *cc)
 
     /* from zero: the second call adds exactly what the first did; db NULL
      * leaves the bias gradient alone */
-    float *g = floats(nw), *db = floats((size_t)cc->oc);
+    float *g = scratch_floats(nw), *db = scratch_floats((size_t)cc->oc);
     assert_elle_ok(cpu.ops->conv2d_bwd_weights(&cpu, &cd, &cx, &cdy, g, db));
     float *g1 = copy_of(g, nw), *db1 = copy_of(db, (size_t)cc->oc);
     assert_elle_ok(cpu.ops->conv2d_bwd_weights(&cpu, &cd, &cx, &cdy, g, NULL));
@@ -349,8 +325,8 @@ static void run_bn_case(int64_t n, int64_t c, int64_t h, int64_t w, int layout, 
     float *dy = random_floats(nx, -1, 1);
     float *dg0 = random_floats(nc, -1, 1), *db0 = random_floats(nc, -1, 1);
 
-    elle__tensor rx = plain(x, n, c, h, w), ry = plain(floats(nx), n, c, h, w);
-    elle__tensor rdy = plain(dy, n, c, h, w), rdx = plain(floats(nx), n, c, h, w);
+    elle__tensor rx = plain(x, n, c, h, w), ry = plain(scratch_floats(nx), n, c, h, w);
+    elle__tensor rdy = plain(dy, n, c, h, w), rdx = plain(scratch_floats(nx), n, c, h, w);
     elle__tensor cx = cpu_from(x, n, c, h, w, layout), cy = cpu_empty(n, c, h, w, layout);
     elle__tensor cdy = cpu_from(dy, n, c, h, w, layout), cdx = cpu_empty(n, c, h, w, layout);
     size_t wsb = cpu.ops->bn_workspace_bytes(&cpu, &bd, &cx);
@@ -359,12 +335,12 @@ static void run_bn_case(int64_t n, int64_t c, int64_t h, int64_t w, int layout, 
     elle__tensor nodata = cx;
     nodata.data = NULL;
     assert_int_equal(cpu.ops->bn_workspace_bytes(&cpu, &bd, &nodata), wsb);
-    void *ws = wsb ? mem(wsb) : NULL;
+    void *ws = wsb ? scratch_mem(wsb) : NULL;
 
     /* training forward twice (running statistics after two updates) */
     float *rrm = copy_of(rm0, nc), *rrv = copy_of(rv0, nc), *crm = copy_of(rm0, nc),
           *crv = copy_of(rv0, nc);
-    float *rsm = floats(nc), *rsv = floats(nc), *csm = floats(nc), *csv = floats(nc);
+    float *rsm = scratch_floats(nc), *rsv = scratch_floats(nc), *csm = scratch_floats(nc), *csv = scratch_floats(nc);
     for (int rep = 0; rep < 2; rep++) {
         assert_elle_ok(ref.ops->bn_fwd_train(&ref, &bd, &rx, gamma, beta, rrm, rrv, &ry, rsm, rsv,
                                              NULL));
@@ -402,7 +378,7 @@ static void run_bn_case(int64_t n, int64_t c, int64_t h, int64_t w, int layout, 
     if (fuse) {
         /* without a workspace the relu mask comes from y */
         elle__tensor cy2 = cpu_empty(n, c, h, w, layout), cdx2 = cpu_empty(n, c, h, w, layout);
-        float *m = copy_of(rm0, nc), *v = copy_of(rv0, nc), *sm = floats(nc), *sv = floats(nc);
+        float *m = copy_of(rm0, nc), *v = copy_of(rv0, nc), *sm = scratch_floats(nc), *sv = scratch_floats(nc);
         assert_elle_ok(cpu.ops->bn_fwd_train(&cpu, &bd, &cx, gamma, beta, m, v, &cy2, sm, sv,
                                              NULL));
         assert_match(cpu_values(&cy2), ry.data, nx, ATOL, RTOL);
@@ -467,12 +443,12 @@ static void test_bn_normalize_use(void **state)
     const float k[12] = {1, 1, 1, 0, 0, 0, 0.49f, 0.48f, 0.45f, 0.06f, 0.05f, 0.07f};
     const size_t nx = numel4(2, 3, 4, 4);
     float *x = random_floats(nx, 0, 1), *dy = random_floats(nx, -1, 1);
-    elle__tensor rx = plain(x, 2, 3, 4, 4), ry = plain(floats(nx), 2, 3, 4, 4);
+    elle__tensor rx = plain(x, 2, 3, 4, 4), ry = plain(scratch_floats(nx), 2, 3, 4, 4);
     elle__tensor cx = cpu_from(x, 2, 3, 4, 4, -1), cy = cpu_empty(2, 3, 4, 4, -1);
     assert_elle_ok(ref.ops->bn_fwd_infer(&ref, &bd, &rx, k, k + 3, k + 6, k + 9, &ry, NULL));
     assert_elle_ok(cpu.ops->bn_fwd_infer(&cpu, &bd, &cx, k, k + 3, k + 6, k + 9, &cy, NULL));
     assert_match(cpu_values(&cy), ry.data, nx, ATOL, RTOL);
-    elle__tensor rdy = plain(dy, 2, 3, 4, 4), rdx = plain(floats(nx), 2, 3, 4, 4);
+    elle__tensor rdy = plain(dy, 2, 3, 4, 4), rdx = plain(scratch_floats(nx), 2, 3, 4, 4);
     elle__tensor cdy = cpu_from(dy, 2, 3, 4, 4, -1), cdx = cpu_empty(2, 3, 4, 4, -1);
     assert_elle_ok(ref.ops->bn_bwd(&ref, &bd, 0, &rx, &ry, &rdy, k, k + 6, k + 9, NULL, &rdx,
                                    NULL, NULL));
@@ -493,8 +469,8 @@ static void test_relu_add(void **state)
         float *a = random_floats(nx, -1, 1), *b = random_floats(nx, -1, 1);
         float *dy = random_floats(nx, -1, 1);
         elle__tensor ra = plain(a, n, c, h, w), rb = plain(b, n, c, h, w);
-        elle__tensor ry = plain(floats(nx), n, c, h, w), rdy = plain(dy, n, c, h, w);
-        elle__tensor rdx = plain(floats(nx), n, c, h, w);
+        elle__tensor ry = plain(scratch_floats(nx), n, c, h, w), rdy = plain(dy, n, c, h, w);
+        elle__tensor rdx = plain(scratch_floats(nx), n, c, h, w);
         elle__tensor ca = cpu_from(a, n, c, h, w, -1), cb = cpu_from(b, n, c, h, w, -1);
         elle__tensor cy = cpu_empty(n, c, h, w, -1), cdy = cpu_from(dy, n, c, h, w, -1);
         elle__tensor cdx = cpu_empty(n, c, h, w, -1);
@@ -529,8 +505,8 @@ static void run_pool_case(int kind, int64_t n, int64_t c, int64_t h, int64_t w, 
     const int64_t oh = (h + 2 * p - k) / s + 1, ow = (w + 2 * p - k) / s + 1;
     const size_t nx = numel4(n, c, h, w), ny = numel4(n, c, oh, ow);
     float *x = distinct_floats(nx, 1e-2f), *dy = random_floats(ny, -1, 1);
-    elle__tensor rx = plain(x, n, c, h, w), ry = plain(floats(ny), n, c, oh, ow);
-    elle__tensor rdy = plain(dy, n, c, oh, ow), rdx = plain(floats(nx), n, c, h, w);
+    elle__tensor rx = plain(x, n, c, h, w), ry = plain(scratch_floats(ny), n, c, oh, ow);
+    elle__tensor rdy = plain(dy, n, c, oh, ow), rdx = plain(scratch_floats(nx), n, c, h, w);
     elle__tensor cx = cpu_from(x, n, c, h, w, -1), cy = cpu_empty(n, c, oh, ow, -1);
     elle__tensor cdy = cpu_from(dy, n, c, oh, ow, -1);
     elle__tensor cdx = cpu_from(random_floats(nx, 5, 6), n, c, h, w, -1);
@@ -540,7 +516,7 @@ static void run_pool_case(int kind, int64_t n, int64_t c, int64_t h, int64_t w, 
     elle__tensor xnd = cx, ynd = cy; /* arena planning: no memory yet */
     xnd.data = ynd.data = NULL;
     assert_int_equal(cpu.ops->pool_workspace_bytes(&cpu, &pd, &xnd, &ynd), cwsb);
-    void *rws = rwsb ? mem(rwsb) : NULL, *cws = cwsb ? mem(cwsb) : NULL;
+    void *rws = rwsb ? scratch_mem(rwsb) : NULL, *cws = cwsb ? scratch_mem(cwsb) : NULL;
 
     assert_elle_ok(ref.ops->pool_fwd(&ref, &pd, &rx, &ry, rws));
     assert_elle_ok(cpu.ops->pool_fwd(&cpu, &pd, &cx, &cy, cws));
@@ -576,14 +552,14 @@ static void run_linear_case(int64_t n, int64_t c, int64_t h, int64_t w, int layo
     float *x = random_floats(nx, -1, 1), *wt = random_floats(nw, -1, 1);
     float *b = bias ? random_floats((size_t)out, -1, 1) : NULL;
     float *dy = random_floats(ny, -1, 1);
-    elle__tensor rx = plain(x, n, c, h, w), ry = plain(floats(ny), n, out, 1, 1);
+    elle__tensor rx = plain(x, n, c, h, w), ry = plain(scratch_floats(ny), n, out, 1, 1);
     elle__tensor cx = cpu_from(x, n, c, h, w, layout);
-    elle__tensor cy = elle__tensor_make(floats(ny), n, out, 1, 1, ELLE__LAYOUT_PLAIN);
+    elle__tensor cy = elle__tensor_make(scratch_floats(ny), n, out, 1, 1, ELLE__LAYOUT_PLAIN);
     assert_elle_ok(ref.ops->linear_fwd(&ref, &rx, wt, b, &ry));
     assert_elle_ok(cpu.ops->linear_fwd(&cpu, &cx, wt, b, &cy));
     assert_match(cy.data, ry.data, ny, CONV_ATOL, RTOL);
 
-    elle__tensor rdy = plain(dy, n, out, 1, 1), rdx = plain(floats(nx), n, c, h, w);
+    elle__tensor rdy = plain(dy, n, out, 1, 1), rdx = plain(scratch_floats(nx), n, c, h, w);
     elle__tensor cdy = elle__tensor_make(dy, n, out, 1, 1, ELLE__LAYOUT_PLAIN);
     elle__tensor cdx = cpu_from(random_floats(nx, 5, 6), n, c, h, w, layout);
     assert_elle_ok(ref.ops->linear_bwd_data(&ref, &rdy, wt, &rdx));
@@ -633,14 +609,14 @@ static void test_xent(void **state)
     int32_t labels[5] = {3, 9, 3, 0, 7};
     float coef[5] = {0.2f, 0.2f, 0.2f, 0.2f, 0.5f};
     elle__tensor t = plain(z, n, k, 1, 1);
-    float *rl = floats((size_t)n), *cl = floats((size_t)n);
+    float *rl = scratch_floats((size_t)n), *cl = scratch_floats((size_t)n);
     assert_elle_ok(ref.ops->xent_fwd(&ref, &t, labels, rl));
     assert_elle_ok(cpu.ops->xent_fwd(&cpu, &t, labels, cl));
     for (int64_t i = 0; i < n; i++)
         assert_true(isfinite(cl[i]));
     assert_match(cl, rl, (size_t)n, 1e-6, 1e-6);
-    elle__tensor rd = plain(floats((size_t)(n * k)), n, k, 1, 1);
-    elle__tensor cd = plain(floats((size_t)(n * k)), n, k, 1, 1);
+    elle__tensor rd = plain(scratch_floats((size_t)(n * k)), n, k, 1, 1);
+    elle__tensor cd = plain(scratch_floats((size_t)(n * k)), n, k, 1, 1);
     assert_elle_ok(ref.ops->xent_bwd(&ref, &t, labels, coef, &rd));
     assert_elle_ok(cpu.ops->xent_bwd(&cpu, &t, labels, coef, &cd));
     for (int64_t i = 0; i < n * k; i++)
@@ -659,7 +635,7 @@ static void test_sgd_update(void **state)
     for (int nesterov = 0; nesterov <= 1; nesterov++) {
         float *p0 = random_floats((size_t)n, -1, 1);
         float *rp = copy_of(p0, (size_t)n), *cp = copy_of(p0, (size_t)n);
-        float *rb = floats((size_t)n), *cb = floats((size_t)n);
+        float *rb = scratch_floats((size_t)n), *cb = scratch_floats((size_t)n);
         memset(rb, 0, (size_t)n * sizeof *rb);
         memset(cb, 0, (size_t)n * sizeof *cb);
         for (int step = 0; step < 3; step++) {
@@ -685,7 +661,7 @@ static void test_flat_ops(void **state)
         x[0] = 0.0f;
         x[1] = -0.0f;
         x[2] = NAN;
-        float *ry = floats((size_t)n), *cy = floats((size_t)n);
+        float *ry = scratch_floats((size_t)n), *cy = scratch_floats((size_t)n);
         assert_elle_ok(ref.ops->sign(&ref, n, x, ry));
         assert_elle_ok(cpu.ops->sign(&cpu, n, x, cy));
         assert_bitwise(cy, ry, (size_t)n);
@@ -721,7 +697,7 @@ static void test_project_linf(void **state)
         const int64_t nsamp = big ? 7 * 5 : ns;
         const size_t n = (size_t)(nsamp * per);
         float *x0 = random_floats(n, 0, 1);
-        float *x = floats(n);
+        float *x = scratch_floats(n);
         for (size_t i = 0; i < n; i++)
             x[i] = x0[i] + trng_range(-0.1f, 0.1f);
         float *eps_s = random_floats((size_t)nsamp, 0.0f, 0.06f);
@@ -744,7 +720,7 @@ static void test_uniform(void **state)
     const int64_t sizes[] = {1, 7, 1001, 100003, 262147};
     for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
         const int64_t n = sizes[s];
-        float *r = floats((size_t)n), *c1 = floats((size_t)n), *c2 = floats((size_t)n);
+        float *r = scratch_floats((size_t)n), *c1 = scratch_floats((size_t)n), *c2 = scratch_floats((size_t)n);
         const uint64_t seed = 0x1234abcdULL + s, counter = 12345 + 3 * s;
         assert_elle_ok(ref.ops->uniform(&ref, n, seed, counter, -0.03f, 0.03f, r));
         assert_elle_ok(cpu.ops->set_threads(&cpu, 1));
@@ -797,13 +773,13 @@ static void test_cache(void **state)
 {
     (void)state;
     float *x = random_floats(2 * 16 * 6 * 6, -1, 1), *w = random_floats(16 * 16 * 9, -1, 1);
-    float *dw = floats(2 * 16 * 6 * 6 + 16 * 16 * 9), *db = floats(16);
+    float *dw = scratch_floats(2 * 16 * 6 * 6 + 16 * 16 * 9), *db = scratch_floats(16);
     elle__tensor cx = cpu_empty(2, 16, 6, 6, -1), cy = cpu_empty(2, 16, 6, 6, -1);
     elle__tensor cp = cpu_empty(2, 16, 3, 3, -1);
     const elle__bn_desc bd = {.c = 16, .eps = 1e-5f, .momentum = 0.1f, .fuse_relu = 1};
     const elle__pool_desc pd = {.kind = ELLE__POOL_MAX, .kh = 2, .kw = 2, .sh = 2, .sw = 2};
-    void *bnws = mem(cpu.ops->bn_workspace_bytes(&cpu, &bd, &cx));
-    void *poolws = mem(cpu.ops->pool_workspace_bytes(&cpu, &pd, &cx, &cp));
+    void *bnws = scratch_mem(cpu.ops->bn_workspace_bytes(&cpu, &bd, &cx));
+    void *poolws = scratch_mem(cpu.ops->pool_workspace_bytes(&cpu, &pd, &cx, &cp));
     cache_round(x, w, dw, db, bnws, poolws, &cx, &cy, &cp);
     size_t after_first = elle__cpu_cache_size(&cpu);
     assert_true(after_first > 0);
@@ -827,7 +803,7 @@ static void test_cache(void **state)
 static void test_errors(void **state)
 {
     (void)state;
-    float *buf = floats(4096), *w = floats(4096);
+    float *buf = scratch_floats(4096), *w = scratch_floats(4096);
     const elle__conv_desc cd = {.ic = 16, .oc = 16, .kh = 3, .kw = 3, .sh = 1, .sw = 1,
                                 .ph = 1, .pw = 1, .has_bias = 0};
     elle__tensor x = cpu_empty(2, 16, 6, 6, -1);

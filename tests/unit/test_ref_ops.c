@@ -36,31 +36,16 @@ static int group_teardown(void **state)
     return 0;
 }
 
-/* Per-test scratch memory, freed by the teardown of each test. */
-#define MAX_SCRATCH 256
-static void *scratch[MAX_SCRATCH];
-static int n_scratch;
-
-static float *floats(size_t n)
-{
-    assert_true(n_scratch < MAX_SCRATCH);
-    float *p = calloc(n ? n : 1, sizeof *p);
-    assert_non_null(p);
-    scratch[n_scratch++] = p;
-    return p;
-}
+/* Host memory is op_compare.h's per-test scratch, freed by each test's
+ * teardown. */
+#include "op_compare.h"
 
 static int free_scratch(void **state)
 {
     (void)state;
-    for (int i = 0; i < n_scratch; i++)
-        free(scratch[i]);
-    n_scratch = 0;
+    scratch_free_all();
     return 0;
 }
-
-#define OPC_FLOATS floats
-#include "op_compare.h"
 
 static void trng_seed(uint64_t s)
 {
@@ -69,7 +54,7 @@ static void trng_seed(uint64_t s)
 
 static float *filled(size_t n, float value)
 {
-    float *p = floats(n);
+    float *p = scratch_floats(n);
     for (size_t i = 0; i < n; i++)
         p[i] = value;
     return p;
@@ -78,7 +63,7 @@ static float *filled(size_t n, float value)
 /* a - b elementwise (the amount a backward accumulated into a buffer) */
 static float *minus(const float *a, const float *b, size_t n)
 {
-    float *p = floats(n);
+    float *p = scratch_floats(n);
     for (size_t i = 0; i < n; i++)
         p[i] = a[i] - b[i];
     return p;
@@ -267,7 +252,7 @@ static void test_layouts(void **state)
     float *data = random_floats(2 * 3 * 4 * 5, -1, 1);
     elle__tensor t = plain(data, 2, 3, 4, 5);
     assert_int_equal(o->tensor_bytes(&be, &t), 2 * 3 * 4 * 5 * sizeof(float));
-    float *out = floats(120), *back = floats(120);
+    float *out = scratch_floats(120), *back = scratch_floats(120);
     assert_elle_ok(o->to_plain(&be, &t, out));
     assert_memory_equal(out, data, 120 * sizeof(float));
     elle__tensor t2 = plain(back, 2, 3, 4, 5);
@@ -347,7 +332,7 @@ static void check_conv_case(const conv_case *k)
     c.cd = (elle__conv_desc){.ic = k->ic, .oc = k->oc, .kh = k->kh, .kw = k->kw, .sh = k->sh,
                              .sw = k->sw, .ph = k->ph, .pw = k->pw, .has_bias = k->bias};
     c.x = plain(random_floats(nx, -1, 1), k->n, k->ic, k->h, k->w);
-    c.y = plain(floats(ny), k->n, k->oc, oh, ow);
+    c.y = plain(scratch_floats(ny), k->n, k->oc, oh, ow);
     c.w = random_floats(nw, -0.5f, 0.5f);
     c.b = random_floats(nb, -0.5f, 0.5f);
     float *r = random_floats(ny, -1, 1);
@@ -419,7 +404,7 @@ static void bn_forward(void *p)
 /* x with a different offset and spread per channel, like real activations */
 static float *bn_input(int64_t n, int64_t c, int64_t hw)
 {
-    float *x = floats((size_t)(n * c * hw));
+    float *x = scratch_floats((size_t)(n * c * hw));
     for (int64_t i = 0; i < n; i++)
         for (int64_t ch = 0; ch < c; ch++)
             for (int64_t j = 0; j < hw; j++)
@@ -481,13 +466,13 @@ static void check_bn_gradients(int64_t n, int64_t c, int64_t h, int64_t w, int t
     b.bd = (elle__bn_desc){.c = c, .eps = 1e-5f, .momentum = 0.1f, .fuse_relu = fuse_relu};
     b.training = training;
     b.x = plain(bn_input(n, c, h * w), n, c, h, w);
-    b.y = plain(floats(nx), n, c, h, w);
+    b.y = plain(scratch_floats(nx), n, c, h, w);
     b.gamma = random_floats(nc, 0.5f, 1.5f);
     b.beta = random_floats(nc, -0.5f, 0.5f);
     b.rm = random_floats(nc, -0.3f, 0.3f);
     b.rv = random_floats(nc, 0.5f, 2.0f);
-    b.sm = floats(nc);
-    b.sv = floats(nc);
+    b.sm = scratch_floats(nc);
+    b.sv = scratch_floats(nc);
     if (fuse_relu)
         bn_beta_in_gap(&b);
     float *r = random_floats(nx, -1, 1);
@@ -506,7 +491,7 @@ static void check_bn_gradients(int64_t n, int64_t c, int64_t h, int64_t w, int t
     float *gg = minus(dg, dg0, nc), *gb = minus(db, db0, nc);
 
     /* the input-gradient-only call gives the same dx */
-    elle__tensor dx2 = plain(floats(nx), n, c, h, w);
+    elle__tensor dx2 = plain(scratch_floats(nx), n, c, h, w);
     assert_elle_ok(be.ops->bn_bwd(&be, &b.bd, training, &b.x, &b.y, &dy, b.gamma, mean, var, NULL,
                                   &dx2, NULL, NULL));
     assert_memory_equal(dx2.data, dx.data, nx * sizeof(float));
@@ -548,7 +533,7 @@ static void test_bn_train_statistics(void **state)
     float rm[2] = {0.1f, -0.4f}, rv[2] = {1.5f, 0.7f};
     double want_rm[2] = {0.1, -0.4}, want_rv[2] = {1.5, 0.7};
     float sm[2], sv[2];
-    float *y = floats(nx);
+    float *y = scratch_floats(nx);
     elle__tensor ty = plain(y, n, c, h, w);
 
     for (int step = 0; step < 2; step++) {
@@ -603,7 +588,7 @@ static void test_bn_infer_forward(void **state)
     trng_seed(404);
     const int64_t n = 2, c = 3, hw = 6;
     const size_t nx = (size_t)(n * c * hw);
-    float *x = bn_input(n, c, hw), *y = floats(nx);
+    float *x = bn_input(n, c, hw), *y = scratch_floats(nx);
     float *gamma = random_floats(3, 0.5f, 1.5f), *beta = random_floats(3, -1, 1);
     float *rm = random_floats(3, -1, 1), *rv = random_floats(3, 0.2f, 3.0f);
     elle__tensor tx = plain(x, n, c, 2, 3), ty = plain(y, n, c, 2, 3);
@@ -647,13 +632,13 @@ static void test_relu(void **state)
     (void)state;
     trng_seed(505);
     const size_t nx = 2 * 3 * 4 * 4;
-    float *x = floats(nx);
+    float *x = scratch_floats(nx);
     /* |x| >= 0.1: a step of 1e-2 never crosses the kink */
     for (size_t i = 0; i < nx; i++) {
         float v = trng_range(0.1f, 1.5f);
         x[i] = (trng_next() & 1) ? v : -v;
     }
-    unary_ctx u = {plain(x, 2, 3, 4, 4), plain(floats(nx), 2, 3, 4, 4)};
+    unary_ctx u = {plain(x, 2, 3, 4, 4), plain(scratch_floats(nx), 2, 3, 4, 4)};
     relu_forward(&u);
     for (size_t i = 0; i < nx; i++)
         assert_true(u.y.data[i] == (x[i] > 0 ? x[i] : 0.0f));
@@ -689,7 +674,7 @@ static void test_add(void **state)
     trng_seed(606);
     const size_t n = 2 * 3 * 5 * 4;
     float *a = random_floats(n, -2, 2), *b = random_floats(n, -2, 2);
-    add_ctx c = {plain(a, 2, 3, 5, 4), plain(b, 2, 3, 5, 4), plain(floats(n), 2, 3, 5, 4)};
+    add_ctx c = {plain(a, 2, 3, 5, 4), plain(b, 2, 3, 5, 4), plain(scratch_floats(n), 2, 3, 5, 4)};
     add_forward(&c);
     for (size_t i = 0; i < n; i++)
         assert_true(c.y.data[i] == a[i] + b[i]);
@@ -777,10 +762,10 @@ static void check_pool_case(elle__pool_desc pd, int64_t n, int64_t c, int64_t h,
     /* max: distinct values 0.05 apart, so no step of 1e-2 changes an argmax */
     p.x = plain(pd.kind == ELLE__POOL_MAX ? distinct_floats(nx, 0.05f) : random_floats(nx, -1, 1),
                 n, c, h, w);
-    p.y = plain(floats(ny), n, c, oh, ow);
+    p.y = plain(scratch_floats(ny), n, c, oh, ow);
     size_t ws_bytes = be.ops->pool_workspace_bytes(&be, &pd, &p.x, &p.y);
     assert_int_equal(ws_bytes, pd.kind == ELLE__POOL_MAX ? ny * sizeof(int32_t) : 0);
-    p.ws = ws_bytes ? (int32_t *)floats(ny) : NULL;
+    p.ws = ws_bytes ? (int32_t *)scratch_floats(ny) : NULL;
     pool_forward(&p);
 
     float *r = random_floats(ny, -1, 1);
@@ -835,7 +820,7 @@ static void test_linear_gradients(void **state)
     trng_seed(808);
     const int64_t n = 3, c = 2, h = 3, w = 2, in = c * h * w, out = 5;
     const size_t nx = (size_t)(n * in), ny = (size_t)(n * out), nw = (size_t)(out * in);
-    linear_ctx l = {plain(random_floats(nx, -1, 1), n, c, h, w), plain(floats(ny), n, out, 1, 1),
+    linear_ctx l = {plain(random_floats(nx, -1, 1), n, c, h, w), plain(scratch_floats(ny), n, out, 1, 1),
                     random_floats(nw, -0.5f, 0.5f), random_floats((size_t)out, -0.5f, 0.5f)};
     linear_forward(&l);
     float *r = random_floats(ny, -1, 1);
@@ -875,7 +860,7 @@ static void test_xent_gradients(void **state)
     trng_seed(909);
     enum { N = 4, K = 6 };
     int32_t labels[N] = {0, 5, 2, 2};
-    xent_ctx x = {plain(random_floats(N * K, -3, 3), N, K, 1, 1), labels, floats(N)};
+    xent_ctx x = {plain(random_floats(N * K, -3, 3), N, K, 1, 1), labels, scratch_floats(N)};
     xent_forward(&x);
     /* the loss is the definition, evaluated naively (the logits are small) */
     for (int i = 0; i < N; i++) {
@@ -974,7 +959,7 @@ static void test_project_linf(void **state)
     trng_seed(1010);
     enum { S = 4, P = 200 };
     const float *x0 = random_floats(S * P, 0, 1);
-    float *start = floats(S * P);
+    float *start = scratch_floats(S * P);
     for (int i = 0; i < S * P; i++)
         start[i] = x0[i] + trng_range(-0.3f, 0.3f);
     const float eps_s[S] = {0.0f, 0.05f, 0.1f, 0.2f};
@@ -1028,7 +1013,7 @@ static void test_uniform(void **state)
 {
     (void)state;
     enum { N = 100000 };
-    float *u = floats(N), *v = floats(N), *w = floats(N), *ref = floats(N);
+    float *u = scratch_floats(N), *v = scratch_floats(N), *w = scratch_floats(N), *ref = scratch_floats(N);
     assert_elle_ok(be.ops->uniform(&be, N, 2024, 17, -1.0f, 1.0f, u));
     double sum = 0, sq = 0;
     for (int i = 0; i < N; i++) {
@@ -1078,7 +1063,7 @@ static void test_errors(void **state)
 {
     (void)state;
     const elle__backend_ops *o = be.ops;
-    float *xd = floats(2 * 4 * 6 * 6), *yd = floats(2 * 8 * 6 * 6), *wd = floats(8 * 4 * 9);
+    float *xd = scratch_floats(2 * 4 * 6 * 6), *yd = scratch_floats(2 * 8 * 6 * 6), *wd = scratch_floats(8 * 4 * 9);
     elle_error_clear();
 
     elle__conv_desc cd = {.ic = 3, .oc = 8, .kh = 3, .kw = 3, .sh = 1, .sw = 1, .ph = 1, .pw = 1};
