@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/backend.h"
 #include "core/tensor.h"
 #include "elle_test.h"
 
@@ -132,6 +133,33 @@ static inline void assert_bitwise_impl(const float *a, const float *b, size_t n,
                         (double)b[i]);
             _fail(file, line);
         }
+}
+
+/* The table names itself as given, carries this ABI version, and fills
+ * every op (set_threads is optional: a backend that has it tests it). */
+static inline void assert_table_complete(const elle__backend *backend, const char *name,
+                                         int kind)
+{
+    const elle__backend_ops *o = backend->ops;
+    assert_non_null(o);
+    assert_int_equal(o->abi_version, ELLE__BACKEND_ABI_VERSION);
+    assert_string_equal(o->name, name);
+    assert_int_equal(backend->kind, kind);
+#define F(op) (const void *)(uintptr_t)o->op
+    const void *fns[] = {
+        F(destroy), F(sync), F(alloc), F(free), F(copy_to_device), F(copy_to_host), F(copy),
+        F(memzero), F(layout_for), F(tensor_bytes), F(to_plain), F(from_plain), F(conv2d_fwd),
+        F(conv2d_bwd_data), F(conv2d_bwd_weights), F(bn_workspace_bytes), F(bn_fwd_train),
+        F(bn_fwd_infer), F(bn_bwd), F(relu_fwd), F(relu_bwd), F(add), F(pool_workspace_bytes),
+        F(pool_fwd), F(pool_bwd), F(linear_fwd), F(linear_bwd_data), F(linear_bwd_weights),
+        F(xent_fwd), F(xent_bwd), F(sign), F(axpy), F(scale), F(fill), F(clamp),
+        F(project_linf), F(uniform), F(sgd_update), F(bn_fwd_tangent), F(bn_bwd_tangent),
+        F(pool_fwd_tangent), F(xent_tangent),
+    };
+#undef F
+    for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++)
+        if (!fns[i])
+            fail_msg("%s: op %zu of the table is NULL", name, i);
 }
 
 /* The last error message names `needle`. */
