@@ -302,6 +302,11 @@ void run_grid(dim3 grid, dim3 block, const void *key, void (*body)(void *), void
         in_launch = false;
         return;
     }
+    if (launch_should_fail()) {
+        set_last_error(cudaErrorLaunchFailure); /* injected */
+        in_launch = false;
+        return;
+    }
     elle_emu_device_begin();
     blk.body = body;
     blk.body_ctx = ctx;

@@ -47,6 +47,8 @@ std::mutex mu;
 std::map<uintptr_t, size_t> allocations; /* start -> bytes */
 size_t allocated = 0;
 size_t malloc_calls = 0;
+size_t launches = 0;
+size_t fail_malloc_in = 0, fail_launch_in = 0; /* countdowns of the injection, 0 = off */
 std::set<cudaStream_t> streams;
 std::set<void *> host_allocations;
 thread_local cudaError_t last_error = cudaSuccess;
@@ -159,6 +161,13 @@ void set_last_error(cudaError_t err)
 {
     last_error = err;
 }
+
+bool launch_should_fail()
+{
+    std::lock_guard<std::mutex> lock(mu);
+    launches++;
+    return fail_launch_in > 0 && --fail_launch_in == 0;
+}
 } // namespace elle_emu
 
 extern "C" {
@@ -193,6 +202,24 @@ size_t elle_emu_live_allocations(void)
 {
     std::lock_guard<std::mutex> lock(mu);
     return allocations.size();
+}
+
+void elle_emu_fail_nth_malloc(size_t nth)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    fail_malloc_in = nth;
+}
+
+void elle_emu_fail_nth_launch(size_t nth)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    fail_launch_in = nth;
+}
+
+size_t elle_emu_launches(void)
+{
+    std::lock_guard<std::mutex> lock(mu);
+    return launches;
 }
 
 size_t elle_emu_malloc_calls(void)
@@ -296,6 +323,10 @@ cudaError_t cudaMalloc(void **ptr, size_t size)
         return cudaSuccess;
     {
         std::lock_guard<std::mutex> lock(mu);
+        if (fail_malloc_in > 0 && --fail_malloc_in == 0) {
+            last_error = cudaErrorMemoryAllocation;
+            return cudaErrorMemoryAllocation; /* injected */
+        }
         if (size > kDeviceBytes - allocated) {
             last_error = cudaErrorMemoryAllocation;
             return cudaErrorMemoryAllocation; /* an expected outcome: no report */

@@ -96,8 +96,15 @@ void elle_emu_device_end(void);
  * the number of live allocations (cudaMalloc) and streams, for the leak
  * check of the emulated tests. */
 size_t elle_emu_live_allocations(void);
-/* Successful cudaMalloc calls since the program started. */
+/* Successful cudaMalloc calls, and kernel launches, since the program
+ * started. */
 size_t elle_emu_malloc_calls(void);
+size_t elle_emu_launches(void);
+/* Fault injection: the nth cudaMalloc (or kernel launch) from now on fails
+ * once, with cudaErrorMemoryAllocation (cudaErrorLaunchFailure); 0 turns
+ * the injection off. For the tests of the error paths. */
+void elle_emu_fail_nth_malloc(size_t nth);
+void elle_emu_fail_nth_launch(size_t nth);
 size_t elle_emu_live_streams(void);
 
 #ifdef __cplusplus
