@@ -39,35 +39,26 @@
 
 /* ---- fixtures ------------------------------------------------------------ */
 
+#define TRNG_SEED 7
+#include "op_compare.h"
+
 static elle__backend cu, ref;
 
 static int group_setup(void **state)
 {
     (void)state;
-    memset(&cu, 0, sizeof cu);
-    memset(&ref, 0, sizeof ref);
-    if (elle__backend_cuda_create(&cu, 0) != ELLE_OK) {
-        fprintf(stderr, "cuda backend: %s\n", elle_error_last()->message);
-        return -1;
-    }
-    return elle__backend_ref_create(&ref) == ELLE_OK ? 0 : -1;
+    return backends_setup(&cu, elle__backend_cuda_create, &ref);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (cu.ops)
-        cu.ops->destroy(&cu);
-    if (ref.ops)
-        ref.ops->destroy(&ref);
+    backends_teardown(&cu, &ref);
     return 0;
 }
 
 /* Per-test host memory (op_compare.h's scratch) and device memory, both
  * released by each test's teardown. */
-#define TRNG_SEED 7
-#include "op_compare.h"
-
 #define MAX_DEV_SCRATCH 4096
 static void *dev_scratch[MAX_DEV_SCRATCH];
 static int n_dev;

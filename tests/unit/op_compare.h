@@ -13,6 +13,7 @@
 #define ELLE_TEST_OP_COMPARE_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,29 @@
 #ifndef NMSE_MAX
 #define NMSE_MAX 1e-10
 #endif
+
+/* The group fixture of a backend-against-reference test: `be` from
+ * create(backend, 0) and the reference backend; -1 (the reason on stderr)
+ * when either cannot be created. */
+static inline int backends_setup(elle__backend *backend,
+                                 int (*create)(elle__backend *, int), elle__backend *reference)
+{
+    memset(backend, 0, sizeof *backend);
+    memset(reference, 0, sizeof *reference);
+    if (create(backend, 0) != ELLE_OK) {
+        fprintf(stderr, "backend: %s\n", elle_error_last()->message);
+        return -1;
+    }
+    return elle__backend_ref_create(reference) == ELLE_OK ? 0 : -1;
+}
+
+static inline void backends_teardown(elle__backend *backend, elle__backend *reference)
+{
+    if (backend->ops)
+        backend->ops->destroy(backend);
+    if (reference->ops)
+        reference->ops->destroy(reference);
+}
 
 /* Per-test host memory: 64-byte aligned, zeroed, freed by scratch_free_all. */
 #define SCRATCH_MAX 4096

@@ -38,31 +38,23 @@
 
 /* ---- fixtures ------------------------------------------------------------ */
 
+#include "op_compare.h"
+
 static elle__backend cpu, ref;
 
 static int group_setup(void **state)
 {
     (void)state;
-    memset(&cpu, 0, sizeof cpu);
-    memset(&ref, 0, sizeof ref);
-    if (elle__backend_cpu_create(&cpu, 0) != ELLE_OK) {
-        fprintf(stderr, "cpu backend: %s\n", elle_error_last()->message);
-        return -1;
-    }
-    return elle__backend_ref_create(&ref) == ELLE_OK ? 0 : -1;
+    return backends_setup(&cpu, elle__backend_cpu_create, &ref);
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (cpu.ops)
-        cpu.ops->destroy(&cpu);
-    if (ref.ops)
-        ref.ops->destroy(&ref);
+    backends_teardown(&cpu, &ref);
     return 0;
 }
 
-#include "op_compare.h"
 
 static int free_scratch(void **state)
 {
