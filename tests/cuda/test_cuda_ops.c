@@ -956,6 +956,7 @@ static void test_errors(void **state)
     const elle__bn_desc bd = {.c = 12, .eps = 1e-5f, .momentum = 0.1f, .fuse_relu = 0};
     assert_elle_status(cu.ops->bn_fwd_infer(&cu, &bd, &x, w, w, w, w, &y, NULL), ELLE_ESHAPE);
     assert_message_has("bn_fwd_infer");
+    assert_bn_desc_rules(&cu, &x, &y, w);
     const elle__bn_desc bd16 = {.c = 16, .eps = 1e-5f, .momentum = 0.1f, .fuse_relu = 0};
     assert_elle_status(cu.ops->bn_fwd_infer(&cu, &bd16, &x, NULL, w, w, w, &y, NULL), ELLE_EINVAL);
     assert_elle_status(cu.ops->bn_fwd_train(&cu, &bd16, &x, w, w, w, w, &bad_y, w, w, NULL),

@@ -12,6 +12,7 @@
 #ifndef ELLE_TEST_OP_COMPARE_H
 #define ELLE_TEST_OP_COMPARE_H
 
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -194,6 +195,27 @@ static inline void assert_message_has(const char *needle)
         print_error("message '%s' does not mention '%s'\n", msg, needle);
         fail();
     }
+}
+
+/* The batch-norm descriptor rules (backend.h), on a forward and a tangent:
+ * x and y have 16 channels, w holds at least 16 floats. */
+static inline void assert_bn_desc_rules(elle__backend *b, const elle__tensor *x,
+                                        elle__tensor *y, float *w)
+{
+    const elle__bn_desc no_channels = {.c = 0, .eps = 1e-5f, .momentum = 0.1f};
+    const elle__bn_desc nan_eps = {.c = 16, .eps = NAN, .momentum = 0.1f};
+    const elle__bn_desc neg_eps = {.c = 16, .eps = -1e-5f, .momentum = 0.1f};
+    assert_int_equal(b->ops->bn_fwd_infer(b, NULL, x, w, w, w, w, y, NULL), ELLE_EINVAL);
+    assert_message_has("bn descriptor");
+    assert_int_equal(b->ops->bn_fwd_infer(b, &no_channels, x, w, w, w, w, y, NULL), ELLE_EINVAL);
+    assert_message_has("channel count");
+    assert_int_equal(b->ops->bn_fwd_infer(b, &nan_eps, x, w, w, w, w, y, NULL), ELLE_EINVAL);
+    assert_message_has("invalid eps");
+    assert_int_equal(b->ops->bn_fwd_infer(b, &neg_eps, x, w, w, w, w, y, NULL), ELLE_EINVAL);
+    assert_int_equal(b->ops->bn_fwd_tangent(b, &nan_eps, 0, x, y, x, w, w, w, NULL, y),
+                     ELLE_EINVAL);
+    assert_message_has("invalid eps");
+    assert_int_equal(b->ops->bn_fwd_tangent(b, NULL, 0, x, y, x, w, w, w, NULL, y), ELLE_EINVAL);
 }
 
 #endif /* ELLE_TEST_OP_COMPARE_H */

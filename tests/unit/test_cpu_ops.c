@@ -786,6 +786,7 @@ static void test_errors(void **state)
     const elle__bn_desc bd = {.c = 12, .eps = 1e-5f, .momentum = 0.1f, .fuse_relu = 0};
     assert_elle_status(cpu.ops->bn_fwd_infer(&cpu, &bd, &x, w, w, w, w, &y, NULL), ELLE_ESHAPE);
     assert_message_has("bn_fwd_infer");
+    assert_bn_desc_rules(&cpu, &x, &y, w);
 
     elle__tensor a = cpu_empty(2, 16, 6, 6, -1), b = cpu_empty(2, 16, 6, 5, -1);
     assert_elle_status(cpu.ops->add(&cpu, &a, &b, &a), ELLE_ESHAPE);

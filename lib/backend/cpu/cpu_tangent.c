@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "backend/cpu/cpu_internal.h"
-#include "backend/window_check.h"
+#include "backend/desc_check.h"
 #include "core/error.h"
 
 #define PAR_MIN 32768
@@ -50,15 +50,8 @@ static blk blk_of(const elle__tensor *t)
 static int check_bn_t(const char *op, const elle__bn_desc *bd, const elle__tensor *x,
                       const float *gamma, const float *mean, const float *var)
 {
-    ELLE_TRY(elle__cpu_check_ptr(op, "bn descriptor", bd));
-    if (bd->c <= 0)
-        ELLE_FAIL(ELLE_EINVAL, "cpu %s: invalid channel count %" PRId64, op, bd->c);
-    if (!(bd->eps >= 0.0f) || !isfinite(bd->eps))
-        ELLE_FAIL(ELLE_EINVAL, "cpu %s: invalid eps %g", op, (double)bd->eps);
     ELLE_TRY(elle__cpu_check_tensor(op, "x", x));
-    if (x->c != bd->c)
-        ELLE_FAIL(ELLE_ESHAPE, "cpu %s: x %s has %" PRId64 " channels, batch norm expects %" PRId64,
-                  op, elle__cpu_shape(x).s, x->c, bd->c);
+    ELLE_TRY(elle__check_bn("cpu", op, bd, x));
     ELLE_TRY(elle__cpu_check_ptr(op, "gamma", gamma));
     ELLE_TRY(elle__cpu_check_ptr(op, "mean", mean));
     ELLE_TRY(elle__cpu_check_ptr(op, "var", var));

@@ -19,10 +19,10 @@
  * diff_src and diff_dst) to share one, so a y or dx in another layout goes
  * through the entry's reorder.
  */
-#include <math.h>
 #include <string.h>
 
 #include "backend/cpu/dnnl_util.h"
+#include "backend/desc_check.h"
 
 /* Key bits; BN_MASK: fused relu applied by hand (no workspace given). */
 enum { BN_TRAIN = 1, BN_FUSE = 2, BN_FUSE_WS = 4, BN_MASK = 8 };
@@ -30,19 +30,11 @@ enum { BN_TRAIN = 1, BN_FUSE = 2, BN_FUSE_WS = 4, BN_MASK = 8 };
 /* need_data 0: shape only (the workspace size query). */
 static int check_bn(const char *op, const elle__bn_desc *bd, const elle__tensor *x, int need_data)
 {
-    ELLE_TRY(elle__cpu_check_ptr(op, "bn descriptor", bd));
-    if (bd->c <= 0)
-        ELLE_FAIL(ELLE_EINVAL, "cpu %s: invalid channel count %" PRId64, op, bd->c);
-    if (!(bd->eps >= 0.0f) || !isfinite(bd->eps))
-        ELLE_FAIL(ELLE_EINVAL, "cpu %s: invalid eps %g", op, (double)bd->eps);
     if (need_data)
         ELLE_TRY(elle__cpu_check_tensor(op, "x", x));
     else
         ELLE_TRY(elle__cpu_check_shape(op, "x", x));
-    if (x->c != bd->c)
-        ELLE_FAIL(ELLE_ESHAPE, "cpu %s: x %s has %" PRId64 " channels, batch norm expects %" PRId64,
-                  op, elle__cpu_shape(x).s, x->c, bd->c);
-    return ELLE_OK;
+    return elle__check_bn("cpu", op, bd, x);
 }
 
 static int64_t eps_bits(float eps)

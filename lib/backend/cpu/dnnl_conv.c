@@ -18,7 +18,7 @@
 
 #include "elle/error.h"
 #include "backend/cpu/dnnl_util.h"
-#include "backend/window_check.h"
+#include "backend/desc_check.h"
 
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_WEIGHTS };
 

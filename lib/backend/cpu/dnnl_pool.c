@@ -10,7 +10,7 @@
  * that wrote the workspace.
  */
 #include "backend/cpu/dnnl_util.h"
-#include "backend/window_check.h"
+#include "backend/desc_check.h"
 
 /* The descriptor, `x` (input shaped: x or dx) and `y` (output shaped: y or
  * dy), as the reference checks them; need_data 0: shapes only (the

@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "backend/cuda/cuda_internal.h"
-#include "backend/window_check.h"
+#include "backend/desc_check.h"
 #include "core/error.h"
 
 enum { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER, CONV_KINDS };

@@ -8,25 +8,16 @@
  * Per-channel sums and coefficients live in the shared device workspace for
  * the duration of one op.
  */
-#include <math.h>
 
 #include "backend/cuda/cuda_internal.h"
 #include "backend/cuda/norm_kernels.h"
+#include "backend/desc_check.h"
 #include "core/error.h"
 
 static int check_bn(const char *op, const elle__bn_desc *bd, const elle__tensor *x)
 {
-    ELLE_TRY(elle__cuda_check_ptr(op, "bn descriptor", bd));
-    if (bd->c <= 0)
-        ELLE_FAIL(ELLE_EINVAL, "cuda %s: invalid channel count %" PRId64, op, bd->c);
-    if (!(bd->eps >= 0.0f) || !isfinite(bd->eps))
-        ELLE_FAIL(ELLE_EINVAL, "cuda %s: invalid eps %g", op, (double)bd->eps);
     ELLE_TRY(elle__cuda_check_tensor(op, "x", x));
-    if (x->c != bd->c)
-        ELLE_FAIL(ELLE_ESHAPE,
-                  "cuda %s: x %s has %" PRId64 " channels, batch norm expects %" PRId64, op,
-                  elle__cuda_shape(x).s, x->c, bd->c);
-    return ELLE_OK;
+    return elle__check_bn("cuda", op, bd, x);
 }
 
 /* After check_bn: y when the relu is fused (its mask), gamma and the

@@ -8,7 +8,7 @@
  * none.
  */
 #include "backend/cuda/cuda_internal.h"
-#include "backend/window_check.h"
+#include "backend/desc_check.h"
 #include "backend/cuda/pool_kernels.h"
 #include "core/error.h"
 

@@ -1,13 +1,13 @@
 /*
- * The convolution and pooling descriptor rules and output-shape checks
- * shared by the cpu and cuda backends. Each backend checks the tensors
+ * The descriptor rules (convolution, pooling, batch norm) and output-shape
+ * checks shared by the cpu and cuda backends. Each backend checks the tensors
  * themselves first (with its own layout rules), then calls these with its
  * name ("cpu", "cuda") for the messages. The reference backend keeps its
  * own copy on purpose: it is the independent yardstick the others are
  * tested against (DESIGN.md §5).
  */
-#ifndef ELLE_BACKEND_WINDOW_CHECK_H
-#define ELLE_BACKEND_WINDOW_CHECK_H
+#ifndef ELLE_BACKEND_DESC_CHECK_H
+#define ELLE_BACKEND_DESC_CHECK_H
 
 #include <stdint.h>
 
@@ -30,4 +30,9 @@ int elle__check_pool_geometry(const char *be, const char *op, const elle__pool_d
                               const char *xname, const elle__tensor *x, const char *yname,
                               const elle__tensor *y);
 
-#endif /* ELLE_BACKEND_WINDOW_CHECK_H */
+/* Batch-norm descriptor present and sane (ELLE_EINVAL: channels, eps) and
+ * x, already checked, has its channel count (ELLE_ESHAPE). */
+int elle__check_bn(const char *be, const char *op, const elle__bn_desc *bd,
+                   const elle__tensor *x);
+
+#endif /* ELLE_BACKEND_DESC_CHECK_H */

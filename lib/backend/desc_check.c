@@ -1,9 +1,10 @@
-/* Convolution and pooling geometry checks shared by the cpu and cuda
- * backends (window_check.h). */
+/* Convolution, pooling and batch-norm descriptor checks shared by the cpu
+ * and cuda backends (desc_check.h). */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 
-#include "backend/window_check.h"
+#include "backend/desc_check.h"
 #include "core/error.h"
 
 typedef struct shape_str {
@@ -101,5 +102,20 @@ int elle__check_pool_geometry(const char *be, const char *op, const elle__pool_d
                   ", padding %" PRId64 "x%" PRId64,
                   be, op, yname, shape(y).s, x->n, x->c, oh, ow, xname, shape(x).s, pd->kh,
                   pd->kw, pd->sh, pd->sw, pd->ph, pd->pw);
+    return ELLE_OK;
+}
+
+int elle__check_bn(const char *be, const char *op, const elle__bn_desc *bd,
+                   const elle__tensor *x)
+{
+    if (!bd)
+        ELLE_FAIL(ELLE_EINVAL, "%s %s: bn descriptor is NULL", be, op);
+    if (bd->c <= 0)
+        ELLE_FAIL(ELLE_EINVAL, "%s %s: invalid channel count %" PRId64, be, op, bd->c);
+    if (!(bd->eps >= 0.0f) || !isfinite(bd->eps))
+        ELLE_FAIL(ELLE_EINVAL, "%s %s: invalid eps %g", be, op, (double)bd->eps);
+    if (x->c != bd->c)
+        ELLE_FAIL(ELLE_ESHAPE, "%s %s: x %s has %" PRId64 " channels, batch norm expects %" PRId64,
+                  be, op, shape(x).s, x->c, bd->c);
     return ELLE_OK;
 }
